@@ -1,0 +1,64 @@
+# The one module that knows which runtime it is on (MicroPython or CPython).
+# Everything else imports const, ticks and memory figures from here.
+import sys
+import time
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+if MICROPYTHON:
+    from micropython import const  # noqa: F401
+
+    ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
+    ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
+    ticks_add = time.ticks_add  # type: ignore[attr-defined]
+    sleep_ms = time.sleep_ms  # type: ignore[attr-defined]
+else:
+
+    def const(x):
+        return x
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)
+
+
+def mem_alloc():
+    """Heap bytes in use: gc.mem_alloc() on MicroPython, None on CPython."""
+    if MICROPYTHON:
+        import gc
+
+        return gc.mem_alloc()  # type: ignore[attr-defined]
+    return None
+
+
+def mem_free():
+    if MICROPYTHON:
+        import gc
+
+        return gc.mem_free()  # type: ignore[attr-defined]
+    return None
+
+
+def rss_bytes():
+    """Resident set size of this process where the OS tells it (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_nodelay(sock):
+    """Turn off Nagle where the stack allows it; one write per packet makes this a bonus."""
+    try:
+        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (same numbers on Linux and lwIP)
+    except (OSError, AttributeError, TypeError, ValueError):
+        pass

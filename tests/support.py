@@ -1,0 +1,73 @@
+# Helpers shared by the suite on both runtimes (pytest on CPython, tests/mprun.py on MicroPython).
+# Only the MicroPython subset here: the same file is imported by both runners.
+import os
+import sys
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+
+class Skip(Exception):
+    pass
+
+
+def skip(reason):
+    """Skip the running test: pytest.skip under pytest, Skip under mprun."""
+    try:
+        import pytest  # noqa: F401  (absent on MicroPython)
+    except ImportError:
+        raise Skip(reason)
+    pytest.skip(reason)
+
+
+def raises(exc_type, fn, *args, **kw):
+    """Call fn and return the exception of exc_type it raised; fail if it did not raise."""
+    try:
+        fn(*args, **kw)
+    except exc_type as e:
+        return e
+    raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc_type.__name__))
+
+
+def env(name):
+    v = os.getenv(name)
+    return v if v else None
+
+
+def mosquitto(kind="anon"):
+    """(host, port) of the Mosquitto the runner started: kind 'anon' or 'auth'.
+
+    The auth broker knows user 'drone' with password from auth_password(). When no broker
+    was started, the test is skipped, or fails when MIDGE_REQUIRE_MOSQUITTO is set (CI).
+    """
+    v = env("MIDGE_TEST_MOSQUITTO_" + kind.upper())
+    if not v:
+        if env("MIDGE_REQUIRE_MOSQUITTO"):
+            raise AssertionError("Mosquitto is required (MIDGE_REQUIRE_MOSQUITTO) but was not started")
+        skip("no Mosquitto broker (install mosquitto)")
+    host, port = v.rsplit(":", 1)
+    return host, int(port)
+
+
+def auth_password():
+    return env("MIDGE_TEST_AUTH_PASSWORD") or ""
+
+
+_n = [0]
+
+
+def tmpdir():
+    """A fresh empty directory under the runner's scratch folder."""
+    base = env("MIDGE_TEST_TMP") or "/tmp"
+    _n[0] += 1
+    path = "%s/t%d_%d" % (base, os.getpid() if hasattr(os, "getpid") else 0, _n[0])
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+    return path
+
+
+def unique(prefix):
+    """A topic/client-id fragment unique to this run, so tests sharing a broker never collide."""
+    _n[0] += 1
+    return "%s%s%d" % (prefix, "mp" if MICROPYTHON else "cp", _n[0])
