@@ -19,7 +19,9 @@ SECTIONS = ["codec", "client", "broker"]
 
 
 def add_arguments(p):
-    p.add_argument("sections", nargs="*", help="sections to run (default: all of %s)" % ", ".join(SECTIONS))
+    p.add_argument(
+        "sections", nargs="*", help="sections to run (default: all of %s)" % ", ".join(SECTIONS)
+    )
     p.add_argument("--reps", type=int, default=3, help="repetitions per figure (median reported)")
     p.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench"), help="folder for results.md/json")
@@ -62,7 +64,9 @@ def run(args):
         pass
     for name in sections:
         if name not in SECTIONS:
-            print("unknown bench section %r (have %s)" % (name, ", ".join(SECTIONS)), file=sys.stderr)
+            print(
+                "unknown bench section %r (have %s)" % (name, ", ".join(SECTIONS)), file=sys.stderr
+            )
             return 2
         try:
             mod = importlib.import_module("host_tools.bench_" + name)

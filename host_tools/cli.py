@@ -8,7 +8,10 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "broker": ("host_tools.broker_cmd", "run midge's MQTT broker (same as python -m midge.broker)"),
-    "passwd": ("host_tools.passwd", "create or update a broker password file (like mosquitto_passwd)"),
+    "passwd": (
+        "host_tools.passwd",
+        "create or update a broker password file (like mosquitto_passwd)",
+    ),
     "pub": ("host_tools.pubsub", "publish a message (like mosquitto_pub)"),
     "sub": ("host_tools.pubsub", "subscribe and print messages (like mosquitto_sub)"),
     "monitor": ("host_tools.monitor", "publish/subscribe round-trip timing against a broker"),

@@ -32,7 +32,9 @@ def main(argv):
     tmp = tempfile.mkdtemp(prefix="midge-mptests-")
     env = dict(os.environ, MICROPYPATH="lib:tests:.frozen", MIDGE_TEST_TMP=tmp)
     try:
-        return subprocess.call([exe, "-X", "heapsize=" + heap, "tests/mprun.py"] + argv, cwd=ROOT, env=env)
+        return subprocess.call(
+            [exe, "-X", "heapsize=" + heap, "tests/mprun.py"] + argv, cwd=ROOT, env=env
+        )
     finally:
         for b in brokers:
             b.stop()

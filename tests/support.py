@@ -42,7 +42,9 @@ def mosquitto(kind="anon"):
     v = env("MIDGE_TEST_MOSQUITTO_" + kind.upper())
     if not v:
         if env("MIDGE_REQUIRE_MOSQUITTO"):
-            raise AssertionError("Mosquitto is required (MIDGE_REQUIRE_MOSQUITTO) but was not started")
+            raise AssertionError(
+                "Mosquitto is required (MIDGE_REQUIRE_MOSQUITTO) but was not started"
+            )
         skip("no Mosquitto broker (install mosquitto)")
     host, port = v.rsplit(":", 1)
     return host, int(port)

@@ -26,7 +26,9 @@ def wait_port(port, timeout=5.0, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
+            raise RuntimeError(
+                "process exited with %s before listening on %d" % (proc.returncode, port)
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
