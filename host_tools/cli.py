@@ -38,7 +38,7 @@ def build_parser():
         sp.set_defaults(_module=modname)
         mod = _load(modname)
         if mod is not None:
-            adder = getattr(mod, "add_arguments_" + name, None) or getattr(mod, "add_arguments")
+            adder = getattr(mod, "add_arguments_" + name, None) or mod.add_arguments
             adder(sp)
     return p
 
@@ -63,7 +63,7 @@ def main(argv=None):
     if mod is None:
         print("midge %s: not available in this build" % args.command, file=sys.stderr)
         return 2
-    runner = getattr(mod, "run_" + args.command, None) or getattr(mod, "run")
+    runner = getattr(mod, "run_" + args.command, None) or mod.run
     try:
         return runner(args) or 0
     except CLIError as e:

@@ -55,7 +55,7 @@ class MQTTError(Exception):
     """
 
     def __init__(self, reason, code=None):
-        Exception.__init__(self, reason)
+        super().__init__(reason)
         self.reason = reason
         self.code = code
 
@@ -79,14 +79,8 @@ class Packet:
                 return False
         return True
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
-        return "%s(%s)" % (
-            type(self).__name__,
-            ", ".join("%s=%r" % (k, self.__dict__[k]) for k in sorted(self.__dict__)),
-        )
+        return "%s%r" % (type(self).__name__, self.__dict__)
 
 
 class Connect(Packet):
@@ -138,9 +132,10 @@ class Publish(Packet):
 
 
 class Ack(Packet):
-    """PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK: a packet identifier and nothing else."""
+    """PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK (a packet identifier and nothing else), or
+    with pid 0, PINGREQ, PINGRESP, DISCONNECT (a fixed header and nothing else)."""
 
-    def __init__(self, type, pid):
+    def __init__(self, type, pid=0):
         self.type = type
         self.pid = pid
 
@@ -169,13 +164,7 @@ class Unsubscribe(Packet):
         self.filters = filters
 
 
-class Simple(Packet):
-    """PINGREQ, PINGRESP or DISCONNECT: a fixed header and nothing else."""
-
-    def __init__(self, type):
-        self.type = type
-
-
+Simple = Ack
 PINGREQ_PKT = Simple(PINGREQ)
 PINGRESP_PKT = Simple(PINGRESP)
 DISCONNECT_PKT = Simple(DISCONNECT)
@@ -320,36 +309,47 @@ def encode_connack(buf, session_present, return_code):
     return 4
 
 
-def _connect_fields(p):
-    return (
-        b"MQIsdp" if p.proto_level == 3 else b"MQTT",
-        _b(p.client_id),
-        None if p.will_topic is None else _b(p.will_topic),
-        None if p.will_topic is None else _b(p.will_payload or b""),
-        None if p.username is None else _b(p.username),
-        None if p.password is None else _b(p.password),
-    )
+def _fld(s):
+    """A length-prefixed field, as new bytes (for packets off the hot path)."""
+    s = _b(s)
+    n = len(s)
+    if n > 65535:
+        raise ValueError("field of %d bytes exceeds 65535" % n)
+    return bytes((n >> 8, n & 255)) + s
 
 
-def _remaining(p):
+def _parts(p):
+    """(first byte, body parts) for CONNECT, SUBSCRIBE, SUBACK, UNSUBSCRIBE and pings."""
     t = p.type
     if t == CONNECT:
-        rl = 4
-        for f in _connect_fields(p):
-            if f is not None:
-                rl += 2 + len(f)
-        return rl
-    if t == PUBLISH:
-        return 2 + len(_b(p.topic)) + len(_b(p.payload)) + (2 if p.qos else 0)
-    if t == SUBSCRIBE:
-        return 2 + sum(3 + len(_b(f)) for f, _ in p.topics)
+        flags = 2 if p.clean_session else 0
+        ka = p.keepalive
+        parts = [_fld(b"MQIsdp" if p.proto_level == 3 else b"MQTT"), b"", _fld(p.client_id)]
+        if p.will_topic is not None:
+            flags |= 4 | p.will_qos << 3 | (32 if p.will_retain else 0)
+            parts += [_fld(p.will_topic), _fld(p.will_payload or b"")]
+        if p.username is not None:
+            flags |= 128
+            parts.append(_fld(p.username))
+        if p.password is not None:
+            if p.username is None:
+                raise ValueError("password without username")
+            flags |= 64
+            parts.append(_fld(p.password))
+        parts[1] = bytes((p.proto_level, flags, ka >> 8, ka & 255))
+        return 0x10, parts
+    if t >= PINGREQ:
+        return t << 4, ()
+    _check_pid(p.pid)
+    parts = [bytes((p.pid >> 8, p.pid & 255))]
     if t == SUBACK:
-        return 2 + len(p.codes)
-    if t == UNSUBSCRIBE:
-        return 2 + sum(2 + len(_b(f)) for f in p.filters)
-    if t in (PINGREQ, PINGRESP, DISCONNECT):
-        return 0
-    return 2  # CONNACK and the acks
+        parts.append(bytes(p.codes))
+    elif t == SUBSCRIBE:
+        for f, q in p.topics:
+            parts += [_fld(f), bytes((q,))]
+    else:
+        parts += [_fld(f) for f in p.filters]
+    return (t << 4) | (0 if t == SUBACK else 2), parts
 
 
 def encode_into(buf, p):
@@ -361,97 +361,41 @@ def encode_into(buf, p):
         return encode_connack(buf, p.session_present, p.return_code)
     if PUBACK <= t <= PUBCOMP or t == UNSUBACK:
         return encode_ack(buf, t, p.pid)
-    rl = _remaining(p)
-    if t == CONNECT:
-        name, cid, wt, wp, user, pw = _connect_fields(p)
-        if pw is not None and user is None:
-            raise ValueError("password without username")
-        if not 0 <= p.keepalive <= 65535:
-            raise ValueError("keepalive must be 0..65535 s")
-        flags = 2 if p.clean_session else 0
-        if wt is not None:
-            flags |= 4 | (p.will_qos << 3) | (32 if p.will_retain else 0)
-        if user is not None:
-            flags |= 128
-        if pw is not None:
-            flags |= 64
-        i = _bin(buf, _header(buf, 0x10, rl), name)
-        buf[i] = p.proto_level
-        buf[i + 1] = flags
-        i = _bin(buf, _u16(buf, i + 2, p.keepalive), cid)
-        for f in (wt, wp, user, pw):
-            if f is not None:
-                i = _bin(buf, i, f)
-        return i
-    if t == SUBSCRIBE:
-        _check_pid(p.pid)
-        i = _u16(buf, _header(buf, 0x82, rl), p.pid)
-        for f, q in p.topics:
-            i = _bin(buf, i, _b(f))
-            buf[i] = q
-            i += 1
-        return i
-    if t == SUBACK:
-        _check_pid(p.pid)
-        i = _u16(buf, _header(buf, 0x90, rl), p.pid)
-        for c in p.codes:
-            buf[i] = c
-            i += 1
-        return i
-    if t == UNSUBSCRIBE:
-        _check_pid(p.pid)
-        i = _u16(buf, _header(buf, 0xA2, rl), p.pid)
-        for f in p.filters:
-            i = _bin(buf, i, _b(f))
-        return i
-    if t in (PINGREQ, PINGRESP, DISCONNECT):
-        buf[0] = t << 4
-        buf[1] = 0
-        return 2
-    raise ValueError("not a packet: %r" % (p,))
+    b0, parts = _parts(p)
+    i = _header(buf, b0, sum(len(x) for x in parts))
+    for x in parts:
+        buf[i : i + len(x)] = x
+        i += len(x)
+    return i
 
 
 def encode(p):
     """Encode any packet object into new bytes (allocates; for non-hot paths)."""
-    rl = _remaining(p)
-    buf = bytearray(1 + _rl_size(rl) + rl)
-    encode_into(buf, p)
-    return bytes(buf)
+    t = p.type
+    if t == PUBLISH:
+        n = publish_size(len(_b(p.topic)), len(_b(p.payload)), p.qos)
+    elif CONNACK <= t <= PUBCOMP or t == UNSUBACK:
+        n = 4
+    else:
+        n = 5 + sum(len(x) for x in _parts(p)[1])
+    buf = bytearray(n)
+    return bytes(buf[: encode_into(buf, p)])
 
 
 # ---------------------------------------------------------------- decoding
 
 
-def _utf8_ok(b, i, j):
-    """Well-formed UTF-8 without U+0000 (section 1.5.3) in b[i:j]."""
-    while i < j:
-        c = b[i]
-        if c < 0x80:
-            if c == 0:
-                return False
-            i += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
-            n, lo, hi = 1, 0x80, 0xBF
-        elif 0xE0 <= c <= 0xEF:
-            n = 2
-            lo = 0xA0 if c == 0xE0 else 0x80
-            hi = 0x9F if c == 0xED else 0xBF  # no surrogates
-        elif 0xF0 <= c <= 0xF4:
-            n = 3
-            lo = 0x90 if c == 0xF0 else 0x80
-            hi = 0x8F if c == 0xF4 else 0xBF  # nothing above U+10FFFF
-        else:
+def _utf8_ok(s, nbytes):
+    """True when str s, decoded from nbytes of UTF-8, breaks no rule of section 1.5.3:
+    no U+0000, no surrogates, nothing above U+10FFFF, no overlong forms (which would make
+    the shortest encoding of s shorter than nbytes)."""
+    n = 0
+    for c in s:
+        o = ord(c)
+        if o == 0 or 0xD7FF < o < 0xE000 or o > 0x10FFFF:
             return False
-        if i + n >= j:
-            return False
-        if not lo <= b[i + 1] <= hi:
-            return False
-        for k in range(i + 2, i + n + 1):
-            if not 0x80 <= b[k] <= 0xBF:
-                return False
-        i += n + 1
-    return True
+        n += 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
+    return n == nbytes
 
 
 class Decoder:
@@ -516,10 +460,6 @@ class Decoder:
     def commit(self, n):
         self._end += n
 
-    def _fail(self, reason, code=None):
-        self.error = MQTTError(reason, code)
-        raise self.error
-
     def next_packet(self):
         if self.error is not None:
             raise self.error
@@ -530,8 +470,7 @@ class Decoder:
         b = self._buf
         need = self._need
         if not need:
-            rl = 0
-            shift = 0
+            rl = shift = 0
             i = s + 1
             while True:
                 if i >= self._end:
@@ -539,21 +478,25 @@ class Decoder:
                 d = b[i]
                 rl |= (d & 0x7F) << shift
                 i += 1
-                if not d & 0x80:
+                if d < 0x80:
                     break
                 shift += 7
                 if shift > 21:
-                    self._fail("remaining length longer than 4 bytes")
+                    self._bad("remaining length over 4 bytes")
             need = i - s + rl
             if need > self.max_packet:
-                self._fail("packet of %d bytes exceeds the maximum of %d" % (need, self.max_packet))
+                self._bad("packet of %d bytes over the maximum %d" % (need, self.max_packet))
             self._need = need
         if avail < need:
             return None
         hl = 2
         while b[s + hl - 1] & 0x80:
             hl += 1
-        pkt = self._decode(b[s], s + hl, s + need)
+        try:
+            pkt = self._decode(b[s], s + hl, s + need)
+        except MQTTError as e:
+            self.error = e
+            raise
         self._need = 0
         s += need
         if s == self._end:
@@ -561,43 +504,43 @@ class Decoder:
         self._start = s
         return pkt
 
-    # -- bodies: i..end are indices into self._buf
+    def _bad(self, reason):
+        self.error = MQTTError(reason)
+        raise self.error
+
+    # Bodies: i..end index self._buf. Field readers return (value, next index).
+
+    def _field(self, i, end):
+        """The end of a field of a two-byte length and that many bytes starting at i."""
+        j = i + 2
+        if j <= end:
+            j += (self._buf[i] << 8) | self._buf[i + 1]
+        if j > end:
+            raise MQTTError("field runs past the packet")
+        return j
 
     def _str(self, i, end):
-        b = self._buf
-        if i + 2 > end:
-            self._fail("string length runs past the packet")
-        n = (b[i] << 8) | b[i + 1]
+        j = self._field(i, end)
         i += 2
-        j = i + n
-        if j > end:
-            self._fail("string of %d bytes runs past the packet" % n)
         try:
             s = str(self._mv[i:j], "utf-8")
         except (UnicodeError, ValueError):
-            self._fail("ill-formed UTF-8 string")
-        # ASCII (one char per byte): only U+0000 to check; otherwise the full rules.
-        if len(s) == n:
-            if "\x00" in s:
-                self._fail("U+0000 in a UTF-8 string")
-        elif not _utf8_ok(b, i, j):
-            self._fail("ill-formed UTF-8 string")
+            raise MQTTError("ill-formed UTF-8")
+        # One char per byte means ASCII: only U+0000 to rule out; otherwise the full rules.
+        if ("\x00" in s) if len(s) == j - i else not _utf8_ok(s, j - i):
+            raise MQTTError("ill-formed UTF-8 or U+0000")
         return s, j
 
     def _bytes(self, i, end):
-        b = self._buf
-        if i + 2 > end:
-            self._fail("binary length runs past the packet")
-        n = (b[i] << 8) | b[i + 1]
-        i += 2
-        if i + n > end:
-            self._fail("binary field of %d bytes runs past the packet" % n)
-        return bytes(self._mv[i : i + n]), i + n
+        j = self._field(i, end)
+        return bytes(self._mv[i + 2 : j]), j
 
-    def _pid(self, i):
+    def _pid(self, i, end):
+        if i + 2 > end:
+            raise MQTTError("no packet identifier")
         pid = (self._buf[i] << 8) | self._buf[i + 1]
         if not pid:
-            self._fail("packet identifier 0")
+            raise MQTTError("packet identifier 0")
         return pid
 
     def _decode(self, b0, i, end):
@@ -607,120 +550,89 @@ class Decoder:
         b = self._buf
         if t == PUBLISH:
             qos = (flags >> 1) & 3
-            if qos == 3:
-                self._fail("PUBLISH with QoS 3")
-            if flags & 8 and not qos:
-                self._fail("PUBLISH with DUP set at QoS 0")
+            if qos == 3 or (flags & 8 and not qos):
+                raise MQTTError("PUBLISH flags 0x%x" % flags)
             topic, i = self._str(i, end)
-            if not topic or "+" in topic or "#" in topic:
-                self._fail("invalid topic name in PUBLISH: %r" % topic)
+            check_topic(topic)
             pid = 0
             if qos:
-                if i + 2 > end:
-                    self._fail("PUBLISH too short for its packet identifier")
-                pid = self._pid(i)
+                pid = self._pid(i, end)
                 i += 2
             payload = self._mv[i:end]
             if self.copy:
                 payload = bytes(payload)
             return Publish(topic, payload, qos, bool(flags & 1), bool(flags & 8), pid)
-        if t == 0 or t == 15:
-            self._fail("reserved packet type %d" % t)
-        if flags != (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0):
-            self._fail("bad fixed-header flags 0x%x for packet type %d" % (flags, t))
-        if PUBACK <= t <= PUBCOMP or t == UNSUBACK:
-            if rl != 2:
-                self._fail("acknowledgement of length %d (must be 2)" % rl)
-            return Ack(t, self._pid(i))
-        if t >= PINGREQ:
-            if rl:
-                self._fail("packet type %d with a body" % t)
-            return _SIMPLE[t]
-        if t == CONNACK:
-            if rl != 2:
-                self._fail("CONNACK of length %d (must be 2)" % rl)
-            sp, rc = b[i], b[i + 1]
-            if sp & 0xFE or rc > 5 or (sp and rc):
-                self._fail("malformed CONNACK (flags 0x%x, code %d)" % (sp, rc))
-            return Connack(bool(sp), rc)
+        if t == 0 or t == 15 or flags != (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0):
+            raise MQTTError("packet type %d with flags 0x%x" % (t, flags))
         if t == CONNECT:
             return self._connect(i, end)
-        if rl < 2:
-            self._fail("packet type %d too short" % t)
-        pid = self._pid(i)
+        if t >= PINGREQ:
+            if rl:
+                raise MQTTError("packet type %d with a body" % t)
+            return _SIMPLE[t]
+        if t <= PUBCOMP or t == UNSUBACK:  # CONNACK and the acks
+            if rl != 2:
+                raise MQTTError("packet type %d of length %d, not 2" % (t, rl))
+            if t != CONNACK:
+                return Ack(t, self._pid(i, end))
+            sp, rc = b[i], b[i + 1]
+            if sp > 1 or rc > 5 or (sp and rc):
+                raise MQTTError("CONNACK flags %d code %d" % (sp, rc))
+            return Connack(sp == 1, rc)
+        pid = self._pid(i, end)
         i += 2
         if t == SUBACK:
-            codes = list(self._mv[i:end])
-            if not codes:
-                self._fail("SUBACK without return codes")
-            for c in codes:
+            items = list(self._mv[i:end])
+            for c in items:
                 if c > 2 and c != 0x80:
-                    self._fail("SUBACK return code 0x%x" % c)
-            return Suback(pid, codes)
-        items = []
-        while i < end:
-            f, i = self._str(i, end)
-            try:
+                    raise MQTTError("SUBACK code 0x%x" % c)
+        else:
+            items = []
+            while i < end:
+                f, i = self._str(i, end)
                 check_filter(f)
-            except MQTTError as e:
-                self._fail(e.reason)
-            if t == SUBSCRIBE:
-                if i >= end:
-                    self._fail("SUBSCRIBE filter without requested QoS")
-                q = b[i]
-                i += 1
-                if q > 2:
-                    self._fail("SUBSCRIBE requested QoS byte 0x%x" % q)
-                items.append((f, q))
-            else:
+                if t == SUBSCRIBE:
+                    if i >= end or b[i] > 2:
+                        raise MQTTError("bad requested QoS")
+                    f = (f, b[i])
+                    i += 1
                 items.append(f)
         if not items:
-            self._fail(
-                "%s without topic filters" % ("SUBSCRIBE" if t == SUBSCRIBE else "UNSUBSCRIBE")
-            )
-        return Subscribe(pid, items) if t == SUBSCRIBE else Unsubscribe(pid, items)
+            raise MQTTError("packet type %d with no topics" % t)
+        return (Suback if t == SUBACK else Subscribe if t == SUBSCRIBE else Unsubscribe)(pid, items)
 
     def _connect(self, i, end):
         b = self._buf
         name, i = self._str(i, end)
         if i + 4 > end:
-            self._fail("CONNECT variable header too short")
+            raise MQTTError("CONNECT too short")
         level, flags = b[i], b[i + 1]
         keepalive = (b[i + 2] << 8) | b[i + 3]
         i += 4
-        if name == "MQTT":
-            if level != 4:
-                self._fail("unsupported protocol level %d" % level, REFUSED_PROTOCOL)
-        elif name == "MQIsdp":
-            if level != 3:
-                self._fail("unsupported MQIsdp protocol level %d" % level, REFUSED_PROTOCOL)
-        else:
-            self._fail("unknown protocol name %r" % name)
-        if flags & 1:
-            self._fail("CONNECT reserved flag set")
+        if name != ("MQIsdp" if level == 3 else "MQTT"):
+            if name not in ("MQTT", "MQIsdp"):
+                raise MQTTError("protocol name %r" % name)
+            raise MQTTError("protocol level %d" % level, REFUSED_PROTOCOL)
         will = flags & 4
         wqos = (flags >> 3) & 3
-        wretain = bool(flags & 32)
-        if not will and (wqos or wretain):
-            self._fail("will QoS or retain set without the will flag")
-        if wqos == 3:
-            self._fail("will QoS 3")
-        if flags & 64 and not flags & 128:
-            self._fail("password flag set without username flag")
+        # reserved bit; will QoS/retain without will; will QoS 3; password without username
+        if flags & 1 or (not will and flags & 0x38) or wqos == 3 or flags & 0xC0 == 0x40:
+            raise MQTTError("CONNECT flags 0x%x" % flags)
         cid, i = self._str(i, end)
         wt = wp = user = pw = None
         if will:
             wt, i = self._str(i, end)
-            if not wt or "+" in wt or "#" in wt:
-                self._fail("invalid will topic %r" % wt)
+            check_topic(wt)
             wp, i = self._bytes(i, end)
         if flags & 128:
             user, i = self._str(i, end)
         if flags & 64:
             pw, i = self._bytes(i, end)
         if i != end:
-            self._fail("%d unexpected bytes after CONNECT payload" % (end - i))
-        return Connect(cid, bool(flags & 2), keepalive, user, pw, wt, wp, wqos, wretain, level)
+            raise MQTTError("bytes after the CONNECT payload")
+        return Connect(
+            cid, bool(flags & 2), keepalive, user, pw, wt, wp, wqos, bool(flags & 32), level
+        )
 
 
 def decode(data, copy=True):
