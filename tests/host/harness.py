@@ -72,6 +72,8 @@ class Mosquitto:
             lines += ["allow_anonymous false", "password_file " + pwfile]
         else:
             lines += ["allow_anonymous true"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to 'mosquitto', who cannot read the 0600 passwd
         if self.extra:
             lines.append(self.extra)
         with open(conf, "w") as f:
