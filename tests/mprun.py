@@ -1,6 +1,8 @@
-# The MicroPython side of the suite: imports every tests/test_*.py, runs each test_* function,
-# prints failures and one closing line "micropython: N passed, M failed, K skipped".
-# Usage (from the repo root): MICROPYPATH=lib:tests:.frozen micropython -X heapsize=128K tests/mprun.py [filter]
+# The MicroPython side of the suite: runs the test_* functions of the given test modules
+# (all tests/test_*.py when none are given), prints failures and one closing line
+# "micropython: N passed, M failed, K skipped".
+# Usage (repo root): MICROPYPATH=lib:tests:.frozen micropython -X heapsize=128K tests/mprun.py [-v] [-k SUBSTR] [MODULE ...]
+# tests/run_micropython.py runs one interpreter per module, as a board would run one file at a time.
 import gc
 import os
 import sys
@@ -17,18 +19,11 @@ def _print_exc(e):
         traceback.print_exception(type(e), e, e.__traceback__)
 
 
-def main():
-    here = "tests"
-    args = sys.argv[1:]
-    verbose = "-v" in args
-    pattern = None
-    for a in args:
-        if a != "-v":
-            pattern = a
-    mods = sorted(n[:-3] for n in os.listdir(here) if n.startswith("test_") and n.endswith(".py"))
+def run(mods, pattern=None, verbose=False):
     passed = failed = skipped = 0
     failures = []
     for name in mods:
+        gc.collect()
         try:
             mod = __import__(name)
         except Exception as e:
@@ -37,13 +32,10 @@ def main():
             failed += 1
             failures.append(name)
             continue
-        tests = sorted(k for k in dir(mod) if k.startswith("test_"))
-        for t in tests:
+        for t in sorted(k for k in dir(mod) if k.startswith("test_")):
             full = name + "::" + t
-            if pattern and pattern not in full:
-                continue
             fn = getattr(mod, t)
-            if not callable(fn):
+            if (pattern and pattern not in full) or not callable(fn):
                 continue
             gc.collect()
             try:
@@ -62,11 +54,33 @@ def main():
             passed += 1
             if verbose:
                 print("ok  ", full)
+        del mod
         sys.modules.pop(name, None)
     for f in failures:
         print("failed:", f)
     print("micropython: %d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    sys.exit(1 if failed or not passed else 0)
+    return failed
+
+
+def main():
+    args = sys.argv[1:]
+    verbose = "-v" in args
+    pattern = None
+    mods = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "-k":
+            i += 1
+            pattern = args[i]
+        elif a != "-v":
+            mods.append(a[:-3] if a.endswith(".py") else a)
+        i += 1
+    if not mods:
+        mods = sorted(
+            n[:-3] for n in os.listdir("tests") if n.startswith("test_") and n.endswith(".py")
+        )
+    sys.exit(1 if run(mods, pattern, verbose) else 0)
 
 
 main()

@@ -60,24 +60,21 @@ class MQTTError(Exception):
         self.code = code
 
 
+def _plain(x):
+    return bytes(x) if isinstance(x, memoryview) else x
+
+
 class Packet:
     type = 0
 
     def __eq__(self, other):
-        if not isinstance(other, Packet) or self.type != other.type:
+        if type(other) is not type(self):
             return False
         a, b = self.__dict__, other.__dict__
-        if len(a) != len(b):
-            return False
         for k in a:
-            x, y = a[k], b.get(k)
-            if isinstance(x, memoryview):
-                x = bytes(x)
-            if isinstance(y, memoryview):
-                y = bytes(y)
-            if x != y:
+            if _plain(a[k]) != _plain(b.get(k)):
                 return False
-        return True
+        return len(a) == len(b)
 
     def __repr__(self):
         return "%s%r" % (type(self).__name__, self.__dict__)
@@ -168,35 +165,7 @@ Simple = Ack
 PINGREQ_PKT = Simple(PINGREQ)
 PINGRESP_PKT = Simple(PINGRESP)
 DISCONNECT_PKT = Simple(DISCONNECT)
-_SIMPLE = (None,) * 12 + (PINGREQ_PKT, PINGRESP_PKT, DISCONNECT_PKT)
-
-
-# ---------------------------------------------------------------- topic rules (section 4.7)
-
-
-def check_topic(name):
-    """Raise MQTTError unless name is a valid topic name for PUBLISH."""
-    if not name:
-        raise MQTTError("empty topic name")
-    if "+" in name or "#" in name:
-        raise MQTTError("wildcard in topic name %r" % name)
-    if "\x00" in name:
-        raise MQTTError("U+0000 in topic name")
-
-
-def check_filter(filt):
-    """Raise MQTTError unless filt is a valid topic filter for SUBSCRIBE/UNSUBSCRIBE."""
-    if not filt:
-        raise MQTTError("empty topic filter")
-    if "\x00" in filt:
-        raise MQTTError("U+0000 in topic filter")
-    if "+" not in filt and "#" not in filt:
-        return
-    levels = filt.split("/")
-    last = len(levels) - 1
-    for i, lv in enumerate(levels):
-        if ("#" in lv and (lv != "#" or i != last)) or ("+" in lv and lv != "+"):
-            raise MQTTError("bad wildcard in topic filter %r" % filt)
+_SIMPLE = (PINGREQ_PKT, PINGRESP_PKT, DISCONNECT_PKT)
 
 
 # ---------------------------------------------------------------- encoding
@@ -207,15 +176,13 @@ def _b(s):
 
 
 def _rl_size(n):
-    if n < 128:
-        return 1
-    if n < 16384:
-        return 2
-    if n < 2097152:
-        return 3
-    if n <= MAX_REMAINING:
-        return 4
-    raise ValueError("remaining length %d exceeds %d" % (n, MAX_REMAINING))
+    if n > MAX_REMAINING:
+        raise ValueError("remaining length %d over %d" % (n, MAX_REMAINING))
+    k = 1
+    while n > 127:
+        n >>= 7
+        k += 1
+    return k
 
 
 def _header(buf, b0, rl):
@@ -225,37 +192,20 @@ def _header(buf, b0, rl):
         raise ValueError("packet of %d bytes does not fit a %d-byte buffer" % (need, len(buf)))
     buf[0] = b0
     i = 1
-    while True:
-        d = rl & 0x7F
+    while rl > 127:
+        buf[i] = (rl & 0x7F) | 0x80
         rl >>= 7
-        if rl:
-            buf[i] = d | 0x80
-            i += 1
-        else:
-            buf[i] = d
-            return i + 1
+        i += 1
+    buf[i] = rl
+    return i + 1
 
 
 def _u16(buf, i, v):
+    if not 0 <= v < 65536:
+        raise ValueError("%d is not a 16-bit length or identifier" % v)
     buf[i] = v >> 8
     buf[i + 1] = v & 0xFF
     return i + 2
-
-
-def _bin(buf, i, data):
-    n = len(data)
-    if n > 65535:
-        raise ValueError("string of %d bytes exceeds 65535" % n)
-    buf[i] = n >> 8
-    buf[i + 1] = n & 0xFF
-    i += 2
-    buf[i : i + n] = data
-    return i + n
-
-
-def _check_pid(pid):
-    if not 0 < pid < 65536:
-        raise ValueError("packet identifier %r not in 1..65535" % (pid,))
 
 
 def publish_size(topic_len, payload_len, qos=0):
@@ -266,25 +216,20 @@ def publish_size(topic_len, payload_len, qos=0):
 
 def encode_publish(buf, topic, payload, qos=0, retain=False, dup=False, pid=0):
     """Write a PUBLISH into buf; return its length. No allocation for bytes-like arguments."""
-    if isinstance(topic, str):
-        topic = topic.encode()
-    if isinstance(payload, str):
-        payload = payload.encode()
+    topic = _b(topic)
+    payload = _b(payload)
     tl = len(topic)
     pl = len(payload)
     rl = 2 + tl + pl
-    b0 = 0x30
+    b0 = 0x30 | (1 if retain else 0)
     if qos:
-        if qos > 2 or qos < 0:
-            raise ValueError("QoS must be 0, 1 or 2")
-        _check_pid(pid)
+        if not 0 < pid < 65536 or qos > 2:
+            raise ValueError("QoS %r with packet identifier %r" % (qos, pid))
         rl += 2
-        b0 |= qos << 1
-        if dup:
-            b0 |= 8
-    if retain:
-        b0 |= 1
-    i = _bin(buf, _header(buf, b0, rl), topic)
+        b0 |= qos << 1 | (8 if dup else 0)
+    i = _u16(buf, _header(buf, b0, rl), tl)
+    buf[i : i + tl] = topic
+    i += tl
     if qos:
         i = _u16(buf, i, pid)
     buf[i : i + pl] = payload
@@ -293,38 +238,43 @@ def encode_publish(buf, topic, payload, qos=0, retain=False, dup=False, pid=0):
 
 def encode_ack(buf, type, pid):
     """PUBACK, PUBREC, PUBREL (flags 0b0010 added), PUBCOMP or UNSUBACK."""
-    _check_pid(pid)
-    buf[0] = (type << 4) | (2 if type == PUBREL else 0)
-    buf[1] = 2
-    buf[2] = pid >> 8
-    buf[3] = pid & 0xFF
-    return 4
+    if not pid:
+        raise ValueError("packet identifier 0")
+    return _u16(buf, _header(buf, (type << 4) | (2 if type == PUBREL else 0), 2), pid)
 
 
 def encode_connack(buf, session_present, return_code):
-    buf[0] = 0x20
-    buf[1] = 2
-    buf[2] = 1 if session_present else 0
-    buf[3] = return_code
+    i = _header(buf, 0x20, 2)
+    buf[i] = 1 if session_present else 0
+    buf[i + 1] = return_code
     return 4
 
 
+def _n16(v):
+    b = bytearray(2)
+    _u16(b, 0, v)
+    return bytes(b)
+
+
 def _fld(s):
-    """A length-prefixed field, as new bytes (for packets off the hot path)."""
+    """A two-byte length and the bytes, as new bytes (for packets off the hot path)."""
     s = _b(s)
-    n = len(s)
-    if n > 65535:
-        raise ValueError("field of %d bytes exceeds 65535" % n)
-    return bytes((n >> 8, n & 255)) + s
+    return _n16(len(s)) + s
 
 
 def _parts(p):
-    """(first byte, body parts) for CONNECT, SUBSCRIBE, SUBACK, UNSUBSCRIBE and pings."""
+    """(first byte, body parts) of any packet object: the slow, general encoder."""
     t = p.type
+    if t == PUBLISH:
+        parts = [_fld(p.topic), _b(p.payload)]
+        if p.qos:
+            parts.insert(1, _n16(p.pid))
+        return 0x30 | p.qos << 1 | (8 if p.dup else 0) | (1 if p.retain else 0), parts
+    if t == CONNACK:
+        return 0x20, [bytes((1 if p.session_present else 0, p.return_code))]
     if t == CONNECT:
         flags = 2 if p.clean_session else 0
-        ka = p.keepalive
-        parts = [_fld(b"MQIsdp" if p.proto_level == 3 else b"MQTT"), b"", _fld(p.client_id)]
+        parts = [_fld(b"MQIsdp" if p.proto_level == 3 else b"MQTT"), None, _fld(p.client_id)]
         if p.will_topic is not None:
             flags |= 4 | p.will_qos << 3 | (32 if p.will_retain else 0)
             parts += [_fld(p.will_topic), _fld(p.will_payload or b"")]
@@ -336,31 +286,25 @@ def _parts(p):
                 raise ValueError("password without username")
             flags |= 64
             parts.append(_fld(p.password))
-        parts[1] = bytes((p.proto_level, flags, ka >> 8, ka & 255))
+        parts[1] = bytes((p.proto_level, flags)) + _n16(p.keepalive)
         return 0x10, parts
     if t >= PINGREQ:
         return t << 4, ()
-    _check_pid(p.pid)
-    parts = [bytes((p.pid >> 8, p.pid & 255))]
+    if not p.pid:
+        raise ValueError("packet identifier 0")
+    parts = [_n16(p.pid)]
     if t == SUBACK:
         parts.append(bytes(p.codes))
     elif t == SUBSCRIBE:
         for f, q in p.topics:
             parts += [_fld(f), bytes((q,))]
-    else:
+    elif t == UNSUBSCRIBE:
         parts += [_fld(f) for f in p.filters]
-    return (t << 4) | (0 if t == SUBACK else 2), parts
+    return t << 4 | (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0), parts
 
 
 def encode_into(buf, p):
     """Write any packet object into buf; return its length."""
-    t = p.type
-    if t == PUBLISH:
-        return encode_publish(buf, p.topic, p.payload, p.qos, p.retain, p.dup, p.pid)
-    if t == CONNACK:
-        return encode_connack(buf, p.session_present, p.return_code)
-    if PUBACK <= t <= PUBCOMP or t == UNSUBACK:
-        return encode_ack(buf, t, p.pid)
     b0, parts = _parts(p)
     i = _header(buf, b0, sum(len(x) for x in parts))
     for x in parts:
@@ -371,15 +315,10 @@ def encode_into(buf, p):
 
 def encode(p):
     """Encode any packet object into new bytes (allocates; for non-hot paths)."""
-    t = p.type
-    if t == PUBLISH:
-        n = publish_size(len(_b(p.topic)), len(_b(p.payload)), p.qos)
-    elif CONNACK <= t <= PUBCOMP or t == UNSUBACK:
-        n = 4
-    else:
-        n = 5 + sum(len(x) for x in _parts(p)[1])
-    buf = bytearray(n)
-    return bytes(buf[: encode_into(buf, p)])
+    rl = sum(len(x) for x in _parts(p)[1])
+    buf = bytearray(1 + _rl_size(rl) + rl)
+    encode_into(buf, p)
+    return bytes(buf)
 
 
 # ---------------------------------------------------------------- decoding
@@ -413,8 +352,7 @@ class Decoder:
         self.copy = copy
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
-        self._start = 0
-        self._end = 0
+        self._start = self._end = 0
         self._need = 0  # whole size of the packet at _start once its header is known
         self.error = None
 
@@ -423,37 +361,29 @@ class Decoder:
         return self._end - self._start
 
     def _reserve(self, n):
-        """Make room for n more bytes after _end."""
+        """Make room for n more bytes after _end (moving or growing the buffer)."""
         size = len(self._buf)
         if self._end + n <= size:
             return
         used = self._end - self._start
-        if used + n <= size and self._start:
-            if used:
-                self._buf[0:used] = bytes(self._mv[self._start : self._end])
-            self._start = 0
-            self._end = used
-            return
-        new = bytearray(max(size * 2, used + n))
-        new[0:used] = self._mv[self._start : self._end]
-        self._buf = new
-        self._mv = memoryview(new)
+        tail = bytes(self._mv[self._start : self._end])
+        if used + n > size:
+            self._buf = bytearray(max(size * 2, used + n))
+            self._mv = memoryview(self._buf)
+        self._buf[0:used] = tail
         self._start = 0
         self._end = used
 
     def receive_data(self, data):
         n = len(data)
-        if n:
-            self._reserve(n)
-            self._buf[self._end : self._end + n] = data
-            self._end += n
+        self._reserve(n)
+        self._buf[self._end : self._end + n] = data
+        self._end += n
 
     def write_buffer(self, want=256):
         """A writable memoryview of free space (at least `want` bytes, more if the packet
         being received needs it); fill it, then call commit(n)."""
-        if self._start == self._end:
-            self._start = self._end = 0
-        need = self._need - (self._end - self._start)
+        need = self._need - self._end + self._start
         self._reserve(need if need > want else want)
         return self._mv[self._end :]
 
@@ -461,12 +391,15 @@ class Decoder:
         self._end += n
 
     def next_packet(self):
-        if self.error is not None:
-            raise self.error
+        if self.error is None:
+            try:
+                return self._next()
+            except MQTTError as e:
+                self.error = e
+        raise self.error
+
+    def _next(self):
         s = self._start
-        avail = self._end - s
-        if avail < 2:
-            return None
         b = self._buf
         need = self._need
         if not need:
@@ -482,31 +415,22 @@ class Decoder:
                     break
                 shift += 7
                 if shift > 21:
-                    self._bad("remaining length over 4 bytes")
-            need = i - s + rl
+                    raise MQTTError("remaining length over 4 bytes")
+            need = self._need = i - s + rl
             if need > self.max_packet:
-                self._bad("packet of %d bytes over the maximum %d" % (need, self.max_packet))
-            self._need = need
-        if avail < need:
+                raise MQTTError("packet of %d bytes over the maximum %d" % (need, self.max_packet))
+        if self._end - s < need:
             return None
-        hl = 2
-        while b[s + hl - 1] & 0x80:
-            hl += 1
-        try:
-            pkt = self._decode(b[s], s + hl, s + need)
-        except MQTTError as e:
-            self.error = e
-            raise
+        i = s + 2
+        while b[i - 1] & 0x80:
+            i += 1
+        pkt = self._decode(b[s], i, s + need)
         self._need = 0
         s += need
         if s == self._end:
             s = self._end = 0
         self._start = s
         return pkt
-
-    def _bad(self, reason):
-        self.error = MQTTError(reason)
-        raise self.error
 
     # Bodies: i..end index self._buf. Field readers return (value, next index).
 
@@ -525,35 +449,29 @@ class Decoder:
         try:
             s = str(self._mv[i:j], "utf-8")
         except (UnicodeError, ValueError):
-            raise MQTTError("ill-formed UTF-8")
+            s = "\x00"
         # One char per byte means ASCII: only U+0000 to rule out; otherwise the full rules.
         if ("\x00" in s) if len(s) == j - i else not _utf8_ok(s, j - i):
             raise MQTTError("ill-formed UTF-8 or U+0000")
         return s, j
 
-    def _bytes(self, i, end):
-        j = self._field(i, end)
-        return bytes(self._mv[i + 2 : j]), j
-
     def _pid(self, i, end):
-        if i + 2 > end:
-            raise MQTTError("no packet identifier")
-        pid = (self._buf[i] << 8) | self._buf[i + 1]
+        pid = (self._buf[i] << 8) | self._buf[i + 1] if i + 2 <= end else 0
         if not pid:
-            raise MQTTError("packet identifier 0")
+            raise MQTTError("missing packet identifier or 0")
         return pid
 
     def _decode(self, b0, i, end):
         t = b0 >> 4
         flags = b0 & 15
-        rl = end - i
         b = self._buf
         if t == PUBLISH:
             qos = (flags >> 1) & 3
-            if qos == 3 or (flags & 8 and not qos):
+            if qos == 3 or flags & 8 and not qos:
                 raise MQTTError("PUBLISH flags 0x%x" % flags)
             topic, i = self._str(i, end)
-            check_topic(topic)
+            if not topic or "+" in topic or "#" in topic:
+                raise MQTTError("bad topic name %r" % topic)
             pid = 0
             if qos:
                 pid = self._pid(i, end)
@@ -562,43 +480,45 @@ class Decoder:
             if self.copy:
                 payload = bytes(payload)
             return Publish(topic, payload, qos, bool(flags & 1), bool(flags & 8), pid)
-        if t == 0 or t == 15 or flags != (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0):
-            raise MQTTError("packet type %d with flags 0x%x" % (t, flags))
+        rl = end - i
+        if t in (0, 15) or flags != (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0):
+            raise MQTTError("packet type %d flags 0x%x" % (t, flags))
         if t == CONNECT:
             return self._connect(i, end)
         if t >= PINGREQ:
             if rl:
                 raise MQTTError("packet type %d with a body" % t)
-            return _SIMPLE[t]
-        if t <= PUBCOMP or t == UNSUBACK:  # CONNACK and the acks
+            return _SIMPLE[t - PINGREQ]
+        if t <= PUBCOMP or t == UNSUBACK:  # CONNACK and the acks: exactly 2 bytes
             if rl != 2:
-                raise MQTTError("packet type %d of length %d, not 2" % (t, rl))
+                raise MQTTError("packet type %d of length %d" % (t, rl))
             if t != CONNACK:
                 return Ack(t, self._pid(i, end))
             sp, rc = b[i], b[i + 1]
-            if sp > 1 or rc > 5 or (sp and rc):
-                raise MQTTError("CONNACK flags %d code %d" % (sp, rc))
+            if sp > 1 or rc > 5 or sp and rc:
+                raise MQTTError("CONNACK %d %d" % (sp, rc))
             return Connack(sp == 1, rc)
         pid = self._pid(i, end)
         i += 2
-        if t == SUBACK:
-            items = list(self._mv[i:end])
-            for c in items:
-                if c > 2 and c != 0x80:
-                    raise MQTTError("SUBACK code 0x%x" % c)
-        else:
-            items = []
-            while i < end:
+        items = []
+        while i < end:
+            if t == SUBACK:
+                f = b[i]
+                if f > 2 and f != 0x80:
+                    raise MQTTError("SUBACK code 0x%x" % f)
+                i += 1
+            else:
                 f, i = self._str(i, end)
-                check_filter(f)
+                if not f:
+                    raise MQTTError("empty topic filter")
                 if t == SUBSCRIBE:
                     if i >= end or b[i] > 2:
                         raise MQTTError("bad requested QoS")
                     f = (f, b[i])
                     i += 1
-                items.append(f)
+            items.append(f)
         if not items:
-            raise MQTTError("packet type %d with no topics" % t)
+            raise MQTTError("packet type %d with no payload" % t)
         return (Suback if t == SUBACK else Subscribe if t == SUBSCRIBE else Unsubscribe)(pid, items)
 
     def _connect(self, i, end):
@@ -609,7 +529,7 @@ class Decoder:
         level, flags = b[i], b[i + 1]
         keepalive = (b[i + 2] << 8) | b[i + 3]
         i += 4
-        if name != ("MQIsdp" if level == 3 else "MQTT"):
+        if (name, level) not in (("MQTT", 4), ("MQIsdp", 3)):
             if name not in ("MQTT", "MQIsdp"):
                 raise MQTTError("protocol name %r" % name)
             raise MQTTError("protocol level %d" % level, REFUSED_PROTOCOL)
@@ -622,17 +542,20 @@ class Decoder:
         wt = wp = user = pw = None
         if will:
             wt, i = self._str(i, end)
-            check_topic(wt)
-            wp, i = self._bytes(i, end)
+            if not wt or "+" in wt or "#" in wt:
+                raise MQTTError("bad will topic %r" % wt)
+            j = self._field(i, end)
+            wp = bytes(self._mv[i + 2 : j])
+            i = j
         if flags & 128:
             user, i = self._str(i, end)
         if flags & 64:
-            pw, i = self._bytes(i, end)
+            j = self._field(i, end)
+            pw = bytes(self._mv[i + 2 : j])
+            i = j
         if i != end:
             raise MQTTError("bytes after the CONNECT payload")
-        return Connect(
-            cid, bool(flags & 2), keepalive, user, pw, wt, wp, wqos, bool(flags & 32), level
-        )
+        return Connect(cid, flags & 2 > 0, keepalive, user, pw, wt, wp, wqos, flags & 32 > 0, level)
 
 
 def decode(data, copy=True):

@@ -1,5 +1,25 @@
 # Topic names, topic filters and the broker's subscription index (MQTT 3.1.1 section 4.7).
-from midge.codec import MQTTError, check_filter, check_topic  # noqa: F401  (re-exported)
+from midge.codec import MQTTError
+
+
+def check_topic(name):
+    """Raise MQTTError unless name is a valid topic name for PUBLISH."""
+    if not name or "+" in name or "#" in name or "\x00" in name:
+        raise MQTTError("invalid topic name %r" % name)
+
+
+def check_filter(filt):
+    """Raise MQTTError unless filt is a valid topic filter: '#' only as the whole last
+    level, '+' only as a whole level, at least one character, no U+0000."""
+    if not filt or "\x00" in filt:
+        raise MQTTError("invalid topic filter %r" % filt)
+    if "+" not in filt and "#" not in filt:
+        return
+    levels = filt.split("/")
+    last = len(levels) - 1
+    for i, lv in enumerate(levels):
+        if ("#" in lv and (lv != "#" or i != last)) or ("+" in lv and lv != "+"):
+            raise MQTTError("bad wildcard in topic filter %r" % filt)
 
 
 def matches(filt, name):
