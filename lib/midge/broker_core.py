@@ -1,0 +1,304 @@
+# The broker without I/O: sessions, routing, retained store, wills, keepalive, $SYS, limits.
+# A driver calls connect() per accepted socket, feed() with the bytes it read, closed() when
+# the socket is gone and tick() now and then; after each call it writes every connection in
+# take_pending(): conn.out holds the byte chunks to send, conn.closing says "close after".
+# Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
+from midge import codec, topics
+from midge.broker_proto import Protocol
+from midge.broker_sess import INFO, WARN, Conn, Msg  # noqa: F401  (WARN/INFO for drivers)
+from midge.compat import const, mem_alloc, rss_bytes, ticks_diff
+
+_CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
+_SYS = "$SYS/broker/"
+VERSION = "midge 0.1.0"
+
+DEFAULTS = {
+    "allow_anonymous": None,  # None: loopback peers only
+    "max_connections": -1,
+    "max_inflight_messages": 20,
+    "max_queued_messages": 1000,
+    "max_queued_bytes": 0,
+    "max_packet_size": 0,
+    "max_subscriptions": 0,
+    "retain_available": True,
+    "sys_interval": 10,
+    "persistent_client_expiration": 0,  # s; 0 = never
+    "max_write_buffer": 1 << 20,  # bytes a driver may buffer per socket before QoS 0 drops
+}
+
+
+class Broker(Protocol):
+    def __init__(self, conf=None, auth=None, log=None, now=0):
+        c = dict(DEFAULTS)
+        if conf:
+            c.update(conf)
+        self.conf = c
+        self.auth = auth
+        self.log = log or (lambda level, msg: None)  # level WARN (always shown) or INFO
+        self.max_inflight = c["max_inflight_messages"] or 65535
+        self.max_queued = c["max_queued_messages"]
+        self.max_qbytes = c["max_queued_bytes"]
+        self.max_wbuf = c["max_write_buffer"]
+        self.sessions = {}
+        self.conns = {}
+        self.index = topics.TopicIndex()
+        self.retained = {}
+        self.pending = []
+        # persistence hook: .retained(topic, msg or None), .session(sess), .session_gone(cid)
+        self.store = None
+        self.started = now
+        self.next_sys = now
+        self.nid = 0
+        self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
+
+    # ---- driver interface
+
+    def connect(self, peer, local, now):
+        """A socket was accepted: a new Conn, or None when max_connections is reached."""
+        m = self.conf["max_connections"]
+        if m >= 0 and len(self.conns) >= m:
+            self.log(WARN, "refused %s: max_connections (%d) reached" % (peer, m))
+            return None
+        c = Conn(peer, local, now, self.conf["max_packet_size"])
+        self.conns[c] = None
+        return c
+
+    def feed(self, c, data, now):
+        """Bytes arrived on c: handle every complete packet in them."""
+        if c.closing:
+            return
+        c.rx = now
+        self.rx_bytes += len(data)
+        d = c.dec
+        try:
+            d.receive_data(data)
+            while not c.closing:
+                p = d.next_packet()
+                if p is None:
+                    break
+                self._packet(c, p, now)
+        except codec.MQTTError as e:
+            if c.sess is None and e.code:
+                self._send(c, codec.encode(codec.Connack(False, e.code)))
+            self._close(c, "protocol error: %s" % e.reason, now)
+
+    def closed(self, c, now):
+        """The socket closed or failed (EOF, reset, driver error)."""
+        if c.closing is None:
+            self._close(c, "connection lost", now, True, INFO)
+        self.conns.pop(c, None)
+
+    def take_pending(self):
+        """Connections with bytes to write or waiting to be closed; clears the list."""
+        p = self.pending
+        if p:
+            self.pending = []
+            for c in p:
+                c.queued = False
+        return p
+
+    def take_output(self, c):
+        """The bytes queued for c as one bytes object (or None); empties c.out."""
+        out = c.out
+        if not out:
+            return None
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        c.outn = 0
+        return data
+
+    def tick(self, now):
+        """Keepalive, connect timeouts, session expiry and $SYS; call about once a second."""
+        for c in list(self.conns):
+            if c.closing:
+                continue
+            idle = ticks_diff(now, c.rx)
+            if c.sess is None:
+                if idle > _CONNECT_TIMEOUT:
+                    self._close(c, "no CONNECT within %d ms" % _CONNECT_TIMEOUT, now)
+            elif c.ka and idle > c.ka:
+                self._close(c, "keepalive expired (%d ms idle)" % idle, now)
+        exp = self.conf["persistent_client_expiration"] * 1000
+        if exp:
+            for s in list(self.sessions.values()):
+                if s.conn is None and ticks_diff(now, s.gone) > exp:
+                    self.log(INFO, "session %s expired" % s.cid)
+                    self._drop_session(s)
+        iv = self.conf["sys_interval"]
+        if iv > 0 and ticks_diff(now, self.next_sys) >= 0:
+            self.next_sys = now + iv * 1000
+            self.publish_sys(now)
+
+    # ---- output
+
+    def _send(self, c, b):
+        c.out.append(b)
+        n = len(b)
+        c.outn += n
+        self.tx_bytes += n
+        if not c.queued:
+            c.queued = True
+            self.pending.append(c)
+
+    def _close(self, c, reason, now, will=True, level=WARN):
+        if c.closing is not None:
+            return
+        c.closing = reason
+        if not c.queued:
+            c.queued = True
+            self.pending.append(c)
+        s = c.sess
+        self.log(level, "closed %s (%s): %s" % (s.cid if s else "-", c.peer, reason))
+        if will and c.will is not None:
+            m = c.will
+            c.will = None
+            self._publish(c, m, now)
+        if s is not None and s.conn is c:
+            s.conn = None
+            s.gone = now
+            if s.clean:
+                self._drop_session(s)
+
+    # ---- routing
+
+    def _on_publish(self, c, s, p, now):
+        topic = p.topic
+        q = p.qos
+        pid = p.pid
+        if q == 2:
+            rx2 = s.rx2
+            if rx2 is None:
+                rx2 = s.rx2 = set()
+            dup = pid in rx2
+            rx2.add(pid)
+            self._send(c, bytes((0x50, 2, pid >> 8, pid & 255)))
+            if dup:
+                return  # exactly once: already routed before PUBREL
+        elif q == 1:
+            self._send(c, bytes((0x40, 2, pid >> 8, pid & 255)))
+        if self.auth and not self.auth.allowed(c.user, s.cid, topic, True):
+            self.log(WARN, "%s: publish to %r denied by ACL" % (s.cid, topic))
+            return
+        self.rx_msgs += 1
+        self._publish(c, Msg(topic, p.payload, q, p.retain), now)
+
+    def _publish(self, c, m, now):
+        """Route m (from connection c, or None for the broker itself)."""
+        if m.retain:
+            if not m.payload:
+                if self.retained.pop(m.topic, None) is not None and self.store:
+                    self.store.retained(m.topic, None)
+            elif self.conf["retain_available"]:
+                self.retained[m.topic] = m
+                if self.store:
+                    self.store.retained(m.topic, m)
+        mq = m.qos
+        for s, q in self.index.match(m.topic).items():
+            self._deliver(s, m, q if q < mq else mq, 0)
+
+    def _deliver(self, s, m, q, flags):
+        c = s.conn
+        if q == 0:
+            if c is None or c.closing:
+                return
+            if c.backlog + c.outn > self.max_wbuf:
+                self.dropped += 1
+                return
+            self._send(c, m.head(0, flags))
+            self._send(c, m.payload)
+            self.tx_msgs += 1
+            return
+        flags |= q
+        if c is not None and s.queue is None and len(s.inflight) < self.max_inflight:
+            self._send_inflight(c, s, m, flags)
+            return
+        n = len(s.queue) if s.queue else 0
+        if n >= self.max_queued or (
+            self.max_qbytes and s.qbytes + len(m.payload) > self.max_qbytes
+        ):
+            self.dropped += 1
+            if n == self.max_queued or self.dropped & 1023 == 1:
+                self.log(
+                    WARN, "%s: queue full (%d msgs, %d B), message dropped" % (s.cid, n, s.qbytes)
+                )
+            return
+        if s.queue is None:
+            s.queue = []
+        s.queue.append((m, flags))
+        s.qbytes += len(m.payload)
+        if self.store and not s.clean:
+            self.store.session(s)
+
+    def _send_inflight(self, c, s, m, flags):
+        pid = s.next_pid()
+        s.inflight[pid] = (m, flags)
+        self._send(c, m.head(flags & 3, flags & 4))
+        self._send(c, bytes((pid >> 8, pid & 255)))
+        self._send(c, m.payload)
+        self.tx_msgs += 1
+
+    def _drain(self, s):
+        """Move queued messages into the in-flight window while there is room."""
+        c = s.conn
+        qu = s.queue
+        if c is None or qu is None:
+            return
+        i = 0
+        while i < len(qu) and len(s.inflight) < self.max_inflight:
+            m, f = qu[i]
+            s.qbytes -= len(m.payload)
+            self._send_inflight(c, s, m, f)
+            i += 1
+        if i == len(qu):
+            s.queue = None
+            s.qbytes = 0
+        elif i:
+            del qu[:i]
+
+    def _drop_session(self, s):
+        for f in s.subs:
+            self.index.remove(f, s)
+        s.subs = {}
+        if self.sessions.get(s.cid) is s:
+            del self.sessions[s.cid]
+        if self.store and not s.clean:
+            self.store.session_gone(s.cid)
+
+    def _changed(self, s):
+        if self.store and not s.clean:
+            self.store.session(s)
+
+    # ---- $SYS
+
+    def sys_values(self, now):
+        up = ticks_diff(now, self.started) // 1000
+        n = 0
+        for s in self.sessions.values():
+            if s.conn is not None:
+                n += 1
+        v = [
+            ("version", VERSION),
+            ("uptime", "%d seconds" % up),
+            ("clients/connected", n),
+            ("clients/total", len(self.sessions)),
+            ("messages/received", self.rx_msgs),
+            ("messages/sent", self.tx_msgs),
+            ("messages/dropped", self.dropped),
+            ("bytes/received", self.rx_bytes),
+            ("bytes/sent", self.tx_bytes),
+            ("retained messages/count", len(self.retained)),
+        ]
+        h = mem_alloc()
+        if h is not None:
+            v.append(("heap/current", h))
+        r = rss_bytes()
+        if r is not None:
+            v.append(("rss/current", r))
+        return v
+
+    def publish_sys(self, now):
+        for k, val in self.sys_values(now):
+            t = _SYS + k
+            m = Msg(t, str(val).encode(), 0, False)
+            self.retained[t] = m
+            self._publish(None, m, now)

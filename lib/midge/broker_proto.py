@@ -1,0 +1,140 @@
+# The broker's per-packet protocol handling (CONNECT, SUBSCRIBE, acks ...), a mixin of
+# broker_core.Broker kept in its own module so each compiles in a small MicroPython heap.
+from midge import codec, topics
+from midge.broker_sess import INFO, WARN, Msg, Session
+
+
+class Protocol:
+    def _packet(self, c, p, now):
+        t = p.type
+        s = c.sess
+        if s is None:
+            if t != codec.CONNECT:
+                raise codec.MQTTError("first packet is not CONNECT", None)
+            self._connect(c, p, now)
+            return
+        if t == codec.PUBLISH:
+            self._on_publish(c, s, p, now)
+        elif t == codec.PUBACK or t == codec.PUBCOMP:
+            if s.inflight.pop(p.pid, 0) != 0:
+                self._drain(s)
+        elif t == codec.PUBREC:
+            if p.pid in s.inflight:
+                s.inflight[p.pid] = None
+            self._send(c, codec.encode(codec.Ack(codec.PUBREL, p.pid)))
+        elif t == codec.PUBREL:
+            if s.rx2:
+                s.rx2.discard(p.pid)
+            self._send(c, codec.encode(codec.Ack(codec.PUBCOMP, p.pid)))
+        elif t == codec.SUBSCRIBE:
+            self._subscribe(c, s, p)
+        elif t == codec.UNSUBSCRIBE:
+            for f in p.filters:
+                if s.subs.pop(f, None) is not None:
+                    self.index.remove(f, s)
+            self._changed(s)
+            self._send(c, codec.encode(codec.Ack(codec.UNSUBACK, p.pid)))
+        elif t == codec.PINGREQ:
+            self._send(c, codec.PINGRESP_BYTES)
+        elif t == codec.DISCONNECT:
+            c.will = None
+            self._close(c, "DISCONNECT", now, False, INFO)
+        else:
+            raise codec.MQTTError("unexpected packet type %d from a client" % t, None)
+
+    def _connect(self, c, p, now):
+        if p.proto_level not in (3, 4):
+            self._refuse(c, 1, "protocol level %d" % p.proto_level, now)
+            return
+        if p.client_id:
+            cid = p.client_id
+        elif p.clean_session:
+            self.nid += 1
+            cid = "midge-%d-%d" % (now & 0xFFFF, self.nid)
+        else:
+            self._refuse(c, 2, "empty client id with clean_session=0", now)
+            return
+        rc = self._authenticate(c, p)
+        if rc:
+            self._refuse(c, rc, "not authorised (code %d)" % rc, now)
+            return
+        c.user = p.username
+        old = self.sessions.get(cid)
+        if old is not None and old.conn is not None:
+            self._close(old.conn, "taken over by a new connection", now)
+            old = self.sessions.get(cid)
+        if old is not None and p.clean_session:
+            self._drop_session(old)
+            old = None
+        present = old is not None
+        s = old or Session(cid, p.clean_session)
+        self.sessions[cid] = s
+        s.conn = c
+        c.sess = s
+        c.ka = p.keepalive * 1500
+        if p.will_topic is not None:
+            c.will = Msg(p.will_topic, p.will_payload or b"", p.will_qos, p.will_retain)
+        self._send(c, codec.encode(codec.Connack(present, 0)))
+        self.log(
+            INFO,
+            "connected %s (%s) clean=%d keepalive=%d"
+            % (cid, c.peer, 1 if p.clean_session else 0, p.keepalive),
+        )
+        if present:
+            self._resume(c, s)
+        self._changed(s)
+
+    def _authenticate(self, c, p):
+        a = self.auth
+        anon = self.conf["allow_anonymous"]
+        if p.username is None:
+            if anon is None:
+                anon = c.local and not (a and a.has_passwords())
+            return 0 if anon else 5
+        if a is None or not a.has_passwords():
+            return 0
+        return 0 if a.check(p.username, p.password) else 4
+
+    def _refuse(self, c, rc, why, now):
+        self._send(c, codec.encode(codec.Connack(False, rc)))
+        self._close(c, "CONNECT refused: " + why, now, False)
+
+    def _resume(self, c, s):
+        """Reconnected persistent session: resend what is in flight (DUP), then the queue."""
+        for pid, e in s.inflight.items():
+            if e is None:
+                self._send(c, codec.encode(codec.Ack(codec.PUBREL, pid)))
+            else:
+                m, f = e
+                q = f & 3
+                self._send(c, m.head(q, f & 4, True))
+                self._send(c, bytes((pid >> 8, pid & 255)))
+                self._send(c, m.payload)
+                self.tx_msgs += 1
+        self._drain(s)
+
+    def _subscribe(self, c, s, p):
+        codes = []
+        new = []
+        mx = self.conf["max_subscriptions"]
+        for f, q in p.topics:
+            if self.auth and not self.auth.allowed(c.user, s.cid, f, False):
+                self.log(WARN, "%s: subscribe to %r denied by ACL" % (s.cid, f))
+                codes.append(0x80)
+                continue
+            if mx and f not in s.subs and len(s.subs) >= mx:
+                self.log(WARN, "%s: max_subscriptions (%d) reached, %r refused" % (s.cid, mx, f))
+                codes.append(0x80)
+                continue
+            if f in s.subs:
+                self.index.remove(f, s)
+            s.subs[f] = q
+            self.index.add(f, s, q)
+            codes.append(q)
+            new.append((f, q))
+        self._send(c, codec.encode(codec.Suback(p.pid, codes)))
+        self._changed(s)
+        for f, q in new:
+            for t, m in self.retained.items():
+                if topics.matches(f, t):
+                    self._deliver(s, m, min(q, m.qos), 4)

@@ -1,0 +1,93 @@
+# Broker state objects: a message, a client's session and one network connection.
+# Kept apart from broker_core so that each module compiles in a small MicroPython heap.
+from midge import codec
+from midge.compat import const
+
+WARN = const(1)  # log levels: always shown
+INFO = const(2)  # shown with -v
+
+
+def _head(tb, plen, flags, qos):
+    """Fixed header + topic of a PUBLISH (the packet id and payload follow)."""
+    n = 2 + len(tb) + plen + (2 if qos else 0)
+    h = bytearray((0x30 | flags,))
+    while True:
+        b = n & 127
+        n >>= 7
+        h.append(b | 128 if n else b)
+        if not n:
+            break
+    h.append(len(tb) >> 8)
+    h.append(len(tb) & 255)
+    h += tb
+    return bytes(h)
+
+
+class Msg:
+    """One application message, shared by every subscriber, queue and the retained store."""
+
+    def __init__(self, topic, payload, qos, retain):
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.tb = topic.encode()
+        self.h = None  # cached [head for QoS 0, 1, 2] of live (retain=0) deliveries
+
+    def head(self, qos, retain=False, dup=False):
+        if retain or dup:
+            flags = qos << 1 | (1 if retain else 0) | (8 if dup else 0)
+            return _head(self.tb, len(self.payload), flags, qos)
+        h = self.h
+        if h is None:
+            h = self.h = [None, None, None]
+        b = h[qos]
+        if b is None:
+            b = h[qos] = _head(self.tb, len(self.payload), qos << 1, qos)
+        return b
+
+
+class Session:
+    """What the broker remembers about a client id (outlives the socket if clean_session=0)."""
+
+    def __init__(self, cid, clean):
+        self.cid = cid
+        self.clean = clean
+        self.conn = None
+        self.subs = {}  # filter -> granted qos
+        self.inflight = {}  # pid -> (Msg, qos | retain << 2) awaiting PUBACK/PUBREC; None after PUBREC
+        self.queue = None  # list of (Msg, flags) waiting for the in-flight window or the client
+        self.qbytes = 0
+        self.pid = 0
+        self.rx2 = None  # inbound QoS 2 packet ids between PUBREC and PUBREL
+        self.gone = 0  # ms when the client went away
+
+    def next_pid(self):
+        p = self.pid
+        while True:
+            p = p + 1 if p < 65535 else 1
+            if p not in self.inflight:
+                self.pid = p
+                return p
+
+
+class Conn:
+    """One network connection. The driver sets .io to its own transport/writer."""
+
+    def __init__(self, peer, local, now, max_packet):
+        self.peer = peer
+        self.local = local  # peer is on loopback
+        self.dec = codec.Decoder(max_packet or codec.MAX_PACKET, True, 64)
+        self.out = []
+        self.sess = None
+        self.user = None
+        self.will = None
+        self.ka = 0  # keepalive x 1.5, ms
+        self.rx = now
+        self.closing = None  # reason string once the broker wants it closed
+        self.queued = False  # in the broker's pending list
+        self.outn = 0  # bytes in out (the driver zeroes it when it takes out)
+        self.backlog = 0  # bytes the driver has not got onto the wire yet
+        self.io = None  # the driver's writer/transport
+        self.task = None  # the driver's reader task, if it has one
+        self.draining = False  # the driver is waiting for the socket to take a backlog

@@ -1,0 +1,106 @@
+# Broker core (sans-I/O, both runtimes): QoS 1/2 flows, retained messages, shared encodings.
+from brokerpeer import Peer, connack
+from midge import broker_core
+from midge import codec as C
+
+
+def test_qos1_out_resent_with_dup_on_reconnect():
+    b = broker_core.Broker()
+    s = Peer(b, "s", clean_session=False)
+    connack(s)
+    s.sub("q", qos=1)
+    p = Peer(b, "p")
+    p.send(C.Publish("q", b"m1", 1, pid=9))
+    assert p.recv()[1] == C.Ack(C.PUBACK, 9)
+    m = s.pubs()[0]
+    assert (m.qos, m.dup, m.payload) == (1, False, b"m1")
+    b.closed(s.c, 10)  # gone without PUBACK
+    s2 = Peer(b, "s", clean_session=False)
+    ack = connack(s2)
+    assert ack.session_present
+    again = s2.pubs()
+    assert len(again) == 1 and again[0].dup and again[0].pid == m.pid
+    s2.send(C.Ack(C.PUBACK, m.pid))
+    assert s2.c.sess.inflight == {}
+
+
+def test_qos2_inbound_exactly_once():
+    b = broker_core.Broker()
+    s = Peer(b, "s")
+    connack(s)
+    s.sub("e", qos=2)
+    p = Peer(b, "p")
+    connack(p)
+    pub = C.Publish("e", b"once", 2, pid=4)
+    p.send(pub)
+    assert p.recv() == [C.Ack(C.PUBREC, 4)]
+    dup = C.Publish("e", b"once", 2, dup=True, pid=4)
+    p.send(dup)  # PUBREC lost: resent before PUBREL must not be routed again
+    assert p.recv() == [C.Ack(C.PUBREC, 4)]
+    got = s.pubs()
+    assert len(got) == 1
+    p.send(C.Ack(C.PUBREL, 4))
+    assert p.recv() == [C.Ack(C.PUBCOMP, 4)]
+    p.send(pub)  # after PUBREL the id is free again: a new message
+    assert len(s.pubs()) == 1
+
+
+def test_qos2_outbound_flow():
+    b = broker_core.Broker()
+    s = Peer(b, "s")
+    connack(s)
+    s.sub("f", qos=2)
+    Peer(b, "p").send(C.Publish("f", b"x", 2, pid=1))
+    m = s.pubs()[0]
+    s.send(C.Ack(C.PUBREC, m.pid))
+    assert s.recv() == [C.Ack(C.PUBREL, m.pid)]
+    assert s.c.sess.inflight == {m.pid: None}
+    s.send(C.Ack(C.PUBCOMP, m.pid))
+    assert s.c.sess.inflight == {}
+
+
+def test_inflight_window_then_queue():
+    b = broker_core.Broker({"max_inflight_messages": 2})
+    s = Peer(b, "s")
+    connack(s)
+    s.sub("w", qos=1)
+    p = Peer(b, "p")
+    for i in range(5):
+        p.send(C.Publish("w", b"%d" % i, 1, pid=i + 1))
+    got = s.pubs()
+    assert [g.payload for g in got] == [b"0", b"1"]
+    for g in got:
+        s.send(C.Ack(C.PUBACK, g.pid))
+    assert [g.payload for g in s.pubs()] == [b"2", b"3"]
+
+
+def test_retained_set_replace_clear():
+    b = broker_core.Broker()
+    p = Peer(b, "p")
+    connack(p)
+    live = Peer(b, "live")
+    live.sub("r/#", qos=1)
+    p.send(C.Publish("r/1", b"old", 1, retain=True, pid=1))
+    p.send(C.Publish("r/1", b"new", 0, retain=True))
+    got = live.pubs()
+    assert [(g.payload, g.retain) for g in got] == [(b"old", False), (b"new", False)]
+    late = Peer(b, "late")
+    acks = late.sub("r/+", qos=1)
+    assert acks[0].type == C.SUBACK
+    assert [(g.payload, g.retain, g.qos) for g in acks[1:]] == [(b"new", True, 0)]
+    p.send(C.Publish("r/1", b"", 0, retain=True))
+    assert Peer(b, "later").sub("r/+")[1:] == []
+    assert b.retained == {}
+
+
+def test_one_encoding_shared_by_subscribers():
+    b = broker_core.Broker()
+    subs = [Peer(b, "s%d" % i) for i in range(3)]
+    for s in subs:
+        connack(s)
+        s.sub("x")
+    Peer(b, "p").send(C.Publish("x", b"payload"))
+    heads = [s.c.out[0] for s in subs]
+    pays = [s.c.out[1] for s in subs]
+    assert heads[0] is heads[1] is heads[2]
+    assert pays[0] is pays[1] is pays[2]
