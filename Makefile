@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY3) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 # micropython-stubs put machine.pyi etc. at the top of site-packages: keep them out of the venv.
