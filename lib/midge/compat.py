@@ -62,3 +62,39 @@ def set_nodelay(sock):
         sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (same numbers on Linux and lwIP)
     except (OSError, AttributeError, TypeError, ValueError):
         pass
+
+
+# Sockets for a poll-driven client: reads take what has arrived (never wait to fill the
+# buffer), writes go out whole, waiting at most WRITE_TIMEOUT s when the send buffer is full.
+WRITE_TIMEOUT = 10
+
+if MICROPYTHON:
+
+    def sock_setup(sock):
+        sock.setblocking(False)  # a blocking MicroPython readinto() waits to fill the buffer
+
+    def sock_write(sock, buf, n):
+        """Write buf[:n] (no slice, so no allocation)."""
+        i = sock.write(buf, n) or 0
+        if i < n:
+            sock.settimeout(WRITE_TIMEOUT)
+            try:
+                i += sock.write(buf, i, n - i) or 0
+            finally:
+                sock.setblocking(False)
+            if i < n:
+                raise OSError(110)  # ETIMEDOUT
+
+    def sock_readinto(sock, buf):
+        return sock.readinto(buf)
+
+else:
+
+    def sock_setup(sock):
+        sock.settimeout(WRITE_TIMEOUT)
+
+    def sock_write(sock, buf, n):
+        sock.sendall(memoryview(buf)[:n])
+
+    def sock_readinto(sock, buf):
+        return sock.recv_into(buf)

@@ -73,7 +73,9 @@ class Mosquitto:
         else:
             lines += ["allow_anonymous true"]
         if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to 'mosquitto', who cannot read the 0600 passwd
+            lines.append(
+                "user root"
+            )  # else it drops to 'mosquitto', who cannot read the 0600 passwd
         if self.extra:
             lines.append(self.extra)
         with open(conf, "w") as f:
