@@ -1,0 +1,193 @@
+# The blocking client against a real Mosquitto, on CPython and MicroPython.
+import gc
+
+import support
+from midge.client import Client, MQTTException
+from midge.compat import MICROPYTHON, ticks_diff, ticks_ms
+from support import raises, unique
+
+
+def client(prefix="c", kind="anon", **kw):
+    host, port = support.mosquitto(kind)
+    return Client(unique(prefix), host, port, **kw)
+
+
+def run(clients, done, ms=5000):
+    """Loop the clients until done() or ms pass; return done()."""
+    t0 = ticks_ms()
+    while not done() and ticks_diff(ticks_ms(), t0) < ms:
+        for c in clients:
+            c.loop(10)
+    return done()
+
+
+def collector(c):
+    got = []
+    c.set_callback(lambda t, p, m: got.append((t, p, m.qos, m.retain)))
+    return got
+
+
+def test_qos_0_1_2_both_directions():
+    topic = unique("t/qos")
+    c = client()
+    assert c.connect() is False and c.connected
+    got = collector(c)
+    assert c.subscribe(topic, 2) == 2
+    for q in (0, 1, 2):
+        c.publish(topic, b"m%d" % q, q, wait=True)
+    assert run([c], lambda: len(got) == 3)
+    assert got == [(topic, b"m%d" % q, q, False) for q in (0, 1, 2)]
+    c.disconnect()
+    assert not c.connected
+
+
+def test_auth_refused_then_accepted():
+    c = client(kind="auth", user="drone", password="wrong")
+    e = raises(MQTTException, c.connect)
+    # Mosquitto 2 answers a bad password with 5 (code 4 is covered in test_client_core)
+    assert str(e) == "connection refused: not authorized (CONNACK 5)"
+    assert not c.connected
+    c = client(kind="auth", user="drone", password=support.auth_password())
+    c.connect()
+    assert c.connected
+    c.disconnect()
+
+
+def test_unreachable_port_is_a_clear_error():
+    host, port = support.mosquitto()
+    c = Client("x", host, 1, reconnect=True)
+    e = raises(MQTTException, c.connect, 2000)
+    assert str(e).startswith("cannot connect to %s:1: " % host), str(e)
+    e = raises(MQTTException, c.loop)
+    assert str(e) == "not connected"
+
+
+def test_window_of_qos1_in_order():
+    topic = unique("t/win")
+    sub = client()
+    sub.connect()
+    got = collector(sub)
+    sub.subscribe(topic, 1)
+    pub = client(max_inflight=4, queue_count=8)
+    pub.connect()
+    for i in range(100):
+        pub.publish(topic, b"%d" % i, 1)
+    assert run([pub, sub], lambda: len(got) == 100 and not pub.core.queued())
+    assert [int(g[1]) for g in got] == list(range(100))
+    pub.disconnect()
+    sub.disconnect()
+
+
+def test_will_retain_and_handlers():
+    base = unique("t/will")
+    watcher = client()
+    watcher.connect()
+    seen = []
+    watcher.subscribe(base + "/status", 1, lambda t, p, m: seen.append(("status", p)))
+    other = collector(watcher)
+    watcher.subscribe(base + "/+/x", 0)
+    dying = client(keepalive=5)
+    dying.set_will(base + "/status", b"offline", 1, True)
+    dying.connect()
+    dying.publish(base + "/a/x", b"hi", 0)
+    dying.sock.close()  # gone without DISCONNECT: the broker publishes the will
+    assert run([watcher], lambda: seen and other)
+    assert seen == [("status", b"offline")]
+    assert other == [(base + "/a/x", b"hi", 0, False)]
+    late = client()
+    late.connect()
+    got = collector(late)
+    late.subscribe(base + "/status", 0)
+    assert run([late], lambda: got)
+    assert got == [(base + "/status", b"offline", 0, True)]
+    late.publish(base + "/status", b"", 0, retain=True)  # clear the retained will
+    late.disconnect()
+    watcher.disconnect()
+
+
+def test_keepalive_pings_an_idle_link():
+    c = client(keepalive=1)
+    c.connect()
+    t0 = ticks_ms()
+    while ticks_diff(ticks_ms(), t0) < 2600:
+        c.loop(100)
+    # Mosquitto drops a client silent for 1.5 keepalives; pings kept this one up
+    assert c.connected and c.reconnects == 0 and c.last_error is None
+    c.disconnect()
+
+
+def test_reconnect_keeps_session_subscriptions_and_queue():
+    topic = unique("t/rc")
+    c = client(clean_session=False, keepalive=10, backoff_min=50)
+    assert c.connect() is False
+    got = collector(c)
+    c.subscribe(topic, 1)
+    c.sock.close()  # the link dies under the client
+    c.publish(topic, b"while down", 1)  # fails to go out: stays queued
+    assert run([c], lambda: c.connected)
+    assert c.reconnects == 1 and c.core.session_present and c.last_error
+    assert run([c], lambda: got)
+    assert got == [(topic, b"while down", 1, False)]
+    c.disconnect()
+    c2 = client(clean_session=True, backoff_min=50)
+    c2.connect()
+    got2 = collector(c2)
+    c2.subscribe(topic, 0)
+    c2.sock.close()
+    assert run([c2], lambda: c2.reconnects == 1 and c2.connected)
+    assert not c2.core.session_present  # so it subscribed again
+    c2.publish(topic, b"after", 0)
+    assert run([c2], lambda: got2)
+    assert got2[0][1] == b"after"
+    c2.disconnect()
+
+
+def test_publish_before_connect_is_queued():
+    topic = unique("t/early")
+    sub = client()
+    sub.connect()
+    got = collector(sub)
+    sub.subscribe(topic, 1)
+    c = client()
+    c.publish(topic, b"early", 1)
+    c.connect()
+    assert run([c, sub], lambda: got and not c.core.queued())
+    assert got[0][1] == b"early"
+    c.disconnect()
+    sub.disconnect()
+
+
+def test_unsubscribe_stops_delivery():
+    topic = unique("t/unsub")
+    c = client()
+    c.connect()
+    got = collector(c)
+    c.subscribe(topic, 0)
+    c.unsubscribe(topic)
+    c.publish(topic, b"x", 1, wait=True)
+    c.ping()
+    run([c], lambda: False, 300)
+    assert got == []
+    c.disconnect()
+
+
+def test_publish_allocates_nothing():
+    if not MICROPYTHON:
+        support.skip("heap figures are MicroPython's")
+    c = client()
+    c.connect()
+    topic = "sensors/drone01/altitude"
+    payload = b"0123456789abcdef"
+    for q in (0, 1):
+        for _ in range(50):
+            c.publish(topic, payload, q)
+        gc.collect()
+        gc.disable()
+        a = gc.mem_alloc()
+        for _ in range(300):
+            c.publish(topic, payload, q)
+        b = gc.mem_alloc()
+        gc.enable()
+        assert b - a < 300, (q, b - a)  # less than one byte per publish
+    c.publish(topic, payload, 1, wait=True)
+    c.disconnect()

@@ -1,0 +1,266 @@
+# The sans-I/O client session on its own: real encoded packets in, packets and bytes out,
+# time passed in. Runs on CPython and MicroPython.
+from midge import codec
+from midge.client_core import CONNECTED, MQTTException, Session
+from support import raises
+
+
+def sent(s):
+    """Decode and clear everything the session wants to send."""
+    d = codec.Decoder()
+    while s.nout:  # one PUBLISH per write: sent() puts the next one in
+        d.receive_data(bytes(s.out[: s.nout]))
+        s.sent(0)
+    out = []
+    while True:
+        p = d.next_packet()
+        if p is None:
+            return out
+        out.append(p)
+
+
+def feed(s, *pkts, now=0):
+    for p in pkts:
+        s.receive_data(codec.encode(p))
+    evs = []
+    while True:
+        e = s.next_event(now)
+        if e is None:
+            return evs
+        evs.append((e.type, getattr(e, "pid", None)))
+
+
+def online(sp=False, **kw):
+    s = Session("c1", keepalive=10, **kw)
+    s.connect(0)
+    sent(s)
+    feed(s, codec.Connack(sp, 0))
+    return s
+
+
+def test_connect_packet_and_connack():
+    s = Session("dev1", "u", b"pw", keepalive=30, clean_session=False)
+    s.will = ("status/dev1", b"offline", 1, True)
+    s.connect(0)
+    (c,) = sent(s)
+    assert c == codec.Connect("dev1", False, 30, "u", b"pw", "status/dev1", b"offline", 1, True)
+    assert feed(s, codec.Connack(False, 0)) == [(codec.CONNACK, None)]
+    assert s.state == CONNECTED
+
+
+def test_connack_refusals_name_the_reason():
+    for rc, words in (
+        (1, "protocol"),
+        (2, "identifier"),
+        (3, "unavailable"),
+        (5, "not authorized"),
+    ):
+        s = Session("x")
+        s.connect(0)
+        e = raises(MQTTException, feed, s, codec.Connack(False, rc))
+        assert words in str(e) and "(CONNACK %d)" % rc in str(e), str(e)
+    s = Session("x")
+    s.connect(0)
+    e = raises(MQTTException, feed, s, codec.Connack(False, 4))
+    assert str(e) == "connection refused: bad username or password (CONNACK 4)"
+
+
+def test_bad_input_is_a_clear_error():
+    s = online()
+    s.receive_data(b"\x30\x04\x00\x09ab")  # topic length runs past the packet
+    e = raises(MQTTException, s.next_event, 0)
+    assert str(e).startswith("malformed packet from the broker: "), str(e)
+    s = online()
+    e = raises(MQTTException, feed, s, codec.Subscribe(3, [("a", 0)]))
+    assert str(e) == "unexpected packet type 8 from the broker"
+    s = Session("x")
+    s.connect(0)
+    e = raises(MQTTException, feed, s, codec.Publish("a", b"x"))
+    assert "unexpected packet type 3" in str(e)
+
+
+def test_qos2_received_exactly_once():
+    s = online()
+    p = codec.Publish("t", b"m", 2, pid=7)
+    assert feed(s, p) == [(codec.PUBLISH, 7)]
+    assert sent(s) == [codec.Ack(codec.PUBREC, 7)]
+    p.dup = True
+    assert feed(s, p) == []  # duplicate: answered, not delivered
+    assert sent(s) == [codec.Ack(codec.PUBREC, 7)]
+    assert feed(s, codec.Ack(codec.PUBREL, 7)) == []
+    assert sent(s) == [codec.Ack(codec.PUBCOMP, 7)]
+    assert feed(s, codec.Publish("t", b"n", 2, pid=7)) == [(codec.PUBLISH, 7)]  # a new one
+
+
+def test_qos1_received_is_acked():
+    s = online()
+    assert feed(s, codec.Publish("t", b"m", 1, pid=9)) == [(codec.PUBLISH, 9)]
+    assert sent(s) == [codec.Ack(codec.PUBACK, 9)]
+
+
+def test_inflight_window_keeps_order():
+    s = online(max_inflight=2)
+    pids = [s.publish("t", b"%d" % i, 1) for i in range(5)]
+    out = sent(s)
+    assert [p.pid for p in out] == pids[:2]
+    assert feed(s, codec.Ack(codec.PUBACK, pids[1])) == [(codec.PUBACK, pids[1])]
+    assert [p.pid for p in sent(s)] == [pids[2]]
+    assert s.pending(pids[0]) and not s.pending(pids[1])
+    feed(s, codec.Ack(codec.PUBACK, pids[0]))
+    assert [p.payload for p in sent(s)] == [b"3"]
+    assert s.queued() == 3
+
+
+def test_qos2_outgoing_flow():
+    s = online()
+    pid = s.publish("t", b"x", 2)
+    (p,) = sent(s)
+    assert p.qos == 2 and p.pid == pid and not p.dup
+    assert feed(s, codec.Ack(codec.PUBREC, pid)) == []
+    assert sent(s) == [codec.Ack(codec.PUBREL, pid)]
+    assert s.pending(pid)
+    assert feed(s, codec.Ack(codec.PUBCOMP, pid)) == [(codec.PUBCOMP, pid)]
+    assert not s.pending(pid)
+
+
+def test_retransmit_in_order_with_dup_after_reconnect():
+    s = online(sp=False, clean_session=False)
+    a = s.publish("t", b"a", 1)
+    b = s.publish("t", b"b", 2)
+    c = s.publish("t", b"c", 1)
+    sent(s)
+    feed(s, codec.Ack(codec.PUBREC, b))
+    sent(s)
+    s.lost(100)
+    assert s.state != CONNECTED
+    d = s.publish("t", b"d", 1)  # offline: queued behind the others
+    s.connect(200)
+    sent(s)
+    feed(s, codec.Connack(True, 0))
+    out = sent(s)
+    assert [(p.type, p.pid) for p in out] == [
+        (codec.PUBLISH, a),
+        (codec.PUBREL, b),
+        (codec.PUBLISH, c),
+        (codec.PUBLISH, d),
+    ]
+    assert out[0].dup and out[2].dup and not out[3].dup
+
+
+def test_resubscribe_only_when_session_lost():
+    s = online(clean_session=False)
+    s.subscribe("a/#", 1)
+    s.subscribe("b/+", 0)
+    assert len(sent(s)) == 2
+    s.lost(0)
+    s.connect(0)
+    sent(s)
+    feed(s, codec.Connack(True, 0))
+    assert sent(s) == []
+    s.lost(0)
+    s.subscribe("c", 2)  # made while offline: goes out even with a session present
+    s.unsubscribe("b/+")
+    s.connect(0)
+    sent(s)
+    feed(s, codec.Connack(True, 0))
+    out = sent(s)
+    assert [p.type for p in out] == [codec.SUBSCRIBE, codec.UNSUBSCRIBE]
+    assert out[0].topics == [("c", 2)] and out[1].filters == ["b/+"]
+    s.lost(0)
+    s.connect(0)
+    sent(s)
+    feed(s, codec.Connack(False, 0))
+    (sub,) = sent(s)
+    assert sub.topics == [("a/#", 1), ("c", 2)]
+
+
+def test_offline_queue_bounds():
+    s = Session("q", queue_count=3, queue_bytes=100)
+    s.publish("t", b"0", 0)
+    s.publish("t", b"1", 0)
+    s.publish("t", b"2", 1)
+    s.publish("t", b"3", 1)  # full: the oldest QoS 0 goes
+    assert s.dropped == 1 and s.queued() == 3
+    s.publish("t", b"4", 0)  # full, only QoS 0 left to drop: the oldest one
+    assert s.dropped == 2
+    s.publish("t", b"5", 1)
+    e = raises(MQTTException, s.publish, "t", b"6", 2)
+    assert "queue full" in str(e)
+    s.publish("t", b"7", 0)  # QoS 0 with nothing to drop: dropped itself, counted
+    assert s.dropped == 4 and s.queued() == 3
+    e = raises(MQTTException, Session("q", queue_bytes=10).publish, "topic", b"too long", 1)
+    assert "queue full" in str(e)
+    s.connect(0)
+    sent(s)
+    feed(s, codec.Connack(False, 0))
+    assert [p.payload for p in sent(s)] == [b"2", b"3", b"5"]
+
+
+def test_bytearray_payload_is_copied_when_queued():
+    s = Session("q")
+    buf = bytearray(b"abc")
+    s.publish("t", buf, 1)
+    buf[0] = 0x7A
+    s.connect(0)
+    sent(s)
+    feed(s, codec.Connack(False, 0))
+    assert sent(s)[0].payload == b"abc"
+
+
+def test_keepalive_ping_and_dead_broker():
+    s = online()
+    assert s.timeout(0) == 10000
+    s.tick(9999)
+    assert sent(s) == []
+    s.tick(10000)
+    assert sent(s) == [codec.PINGREQ_PKT]
+    s.tick(12000)
+    assert sent(s) == []  # one ping outstanding
+    feed(s, codec.PINGRESP_PKT, now=12000)
+    s.tick(22000)
+    assert sent(s) == [codec.PINGREQ_PKT]
+    e = raises(MQTTException, s.tick, 27000)
+    assert str(e) == "no answer from the broker for 15 s (keepalive 10 s)"
+
+
+def test_connack_timeout():
+    s = Session("x", connect_timeout=5000)
+    s.connect(1000)
+    assert s.timeout(3000) == 3000
+    s.tick(5999)
+    e = raises(MQTTException, s.tick, 6000)
+    assert str(e) == "timed out waiting for CONNACK after 5 s"
+
+
+def test_backoff_grows_bounded_with_jitter():
+    s = Session("x", backoff_min=1000, backoff_max=8000)
+    waits = []
+    for _ in range(8):
+        s.lost(0)
+        waits.append(s.retry_in(0))
+    for w, d in zip(waits, (1000, 2000, 4000, 8000, 8000, 8000, 8000, 8000)):
+        assert d // 2 <= w <= d, (w, d)
+    s.connect(0)
+    feed(s, codec.Connack(False, 0))
+    s.lost(0)
+    assert s.retry_in(0) <= 1000  # a good connection resets the backoff
+    s.disconnect()
+    assert s.retry_in(0) is None
+
+
+def test_dispatch_by_filter_then_default():
+    s = online()
+    got = []
+    s.subscribe("a/+", 0, lambda t, p, m: got.append(("a", t, p)))
+    s.subscribe("b/#", 0)
+    s.callback = lambda t, p, m: got.append(("default", t, p))
+    for t in ("a/1", "b/2", "a/1/x"):
+        s.dispatch(codec.Publish(t, b"p"))
+    assert got == [("a", "a/1", b"p"), ("default", "b/2", b"p"), ("default", "a/1/x", b"p")]
+
+
+def test_bad_topics_and_qos_rejected():
+    s = Session("x")
+    raises(codec.MQTTError, s.publish, "a/+", b"x")
+    raises(codec.MQTTError, s.subscribe, "a/#/b")
+    raises(ValueError, s.publish, "a", b"x", 3)
