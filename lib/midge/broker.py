@@ -236,7 +236,7 @@ def main(argv=None):
         log = make_log(opts["verbose"])
         core, listeners, store = setup(opts, log)
     except Exception as e:  # ConfigError, AuthError, UsageError, OSError: one line
-        print("midge broker: %s" % e)
+        print("midge broker: %s" % e, file=sys.stderr)
         return 2
     runtime = ("MicroPython" if MICROPYTHON else "CPython") + ", asyncio streams"
     try:
@@ -244,7 +244,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         pass
     except OSError as e:
-        print("midge broker: cannot listen: %s" % e)
+        print("midge broker: cannot listen: %s" % e, file=sys.stderr)
         return 1
     if store is not None:
         store.close(ticks_ms())

@@ -1,0 +1,116 @@
+# midge broker, CPython driver: asyncio Protocol/transport over the same sans-I/O core.
+# No task and no stream object per connection; each data_received() feeds the core and then
+# every connection with output gets one transport.write(). `midge broker` runs this one.
+#   python -m midge.broker_fast [--host H] [--port N] [--config F] [-v]
+import asyncio
+import sys
+
+from midge import broker
+from midge.compat import ticks_ms
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, srv):
+        self.srv = srv
+        self.c = None
+
+    def connection_made(self, tr):
+        srv = self.srv
+        addr = tr.get_extra_info("peername")
+        c = srv.core.connect(broker.peer_name(addr), broker.is_loopback(addr), ticks_ms())
+        if c is None:
+            tr.abort()
+            return
+        c.io = tr
+        tr.set_write_buffer_limits(srv.core.max_wbuf)
+        self.c = c
+
+    def data_received(self, data):
+        srv = self.srv
+        srv.core.feed(self.c, data, ticks_ms())
+        srv.flush()
+
+    def connection_lost(self, exc):
+        c = self.c
+        if c is not None:
+            c.io = None
+            self.srv.core.closed(c, ticks_ms())
+            self.srv.flush()
+
+    def pause_writing(self):
+        self.c.backlog = self.srv.core.max_wbuf + 1  # QoS 0 to this client is dropped meanwhile
+
+    def resume_writing(self):
+        self.c.backlog = 0
+
+
+class Server:
+    def __init__(self, core, store=None):
+        self.core = core
+        self.store = store
+
+    def flush(self):
+        core = self.core
+        take = core.take_output
+        for c in core.take_pending():
+            tr = c.io
+            if tr is None:
+                continue
+            data = take(c)
+            if data is not None:
+                tr.write(data)
+            if c.closing is not None:
+                c.io = None
+                tr.close()
+
+    def tick(self):
+        now = ticks_ms()
+        self.core.tick(now)
+        self.flush()
+        if self.store is not None:
+            self.store.step(now)
+        asyncio.get_running_loop().call_later(1, self.tick)
+
+    async def serve(self, listeners, ready=None):
+        loop = asyncio.get_running_loop()
+        for host, port in listeners:
+            await loop.create_server(lambda: _Conn(self), host, port, backlog=1024)
+        if ready is not None:
+            ready(listeners)
+        stop = asyncio.Event()
+        try:
+            import signal
+
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        except (ImportError, NotImplementedError, AttributeError):
+            pass
+        loop.call_later(1, self.tick)
+        await stop.wait()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = broker.parse_args(argv)
+        core, listeners, store = broker.setup(opts, broker.make_log(opts["verbose"]))
+    except Exception as e:  # ConfigError, AuthError, UsageError, OSError: one line
+        print("midge broker: %s" % e, file=sys.stderr)
+        return 2
+    srv = Server(core, store)
+    try:
+        asyncio.run(
+            srv.serve(listeners, lambda ls: broker.announce(ls, "CPython, asyncio Protocol"))
+        )
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        print("midge broker: cannot listen: %s" % e, file=sys.stderr)
+        return 1
+    if store is not None:
+        store.close(ticks_ms())
+    print("midge broker: stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
