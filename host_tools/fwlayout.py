@@ -6,7 +6,6 @@ root. evaluate() runs the manifest with stand-ins for MicroPython's manifest fun
 """
 
 import os
-import runpy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.path.join(ROOT, "firmware", "manifest.py")
@@ -14,25 +13,29 @@ ROOT_FILES = ("boot.py", "main.py")
 
 
 def evaluate(path=MANIFEST):
-    """({module path as frozen, e.g. 'midge/codec.py': source file}, [port-level includes])."""
-    frozen, external = {}, []
-    here = [os.path.dirname(os.path.abspath(path))]
+    """({module path as frozen, e.g. 'midge/codec.py': source file}, [port-level includes]).
 
-    def resolve(p, base="."):
-        return os.path.normpath(os.path.join(here[-1], base, p))
+    Like MicroPython's loader, each manifest runs with its own folder as working directory.
+    """
+    frozen, external = {}, []
 
     def package(name, files=None, base_path=".", opt=None):
-        top, base = resolve(name, base_path), resolve(".", base_path)
+        base = os.path.abspath(base_path)
+        top = os.path.join(base, name)
         if not os.path.isdir(top):
             raise FileNotFoundError("manifest package %r: no folder %s" % (name, top))
-        for d, _, fs in os.walk(top):
-            for f in sorted(fs):
-                if f.endswith(".py") and (files is None or f in files):
-                    full = os.path.join(d, f)
-                    frozen[os.path.relpath(full, base).replace(os.sep, "/")] = full
+        if files is None:
+            files = [
+                os.path.relpath(os.path.join(d, f), top)
+                for d, _, fs in os.walk(top)
+                for f in fs
+                if f.endswith(".py")
+            ]
+        for f in files:
+            module(os.path.join(name, f).replace(os.sep, "/"), base_path)
 
     def module(name, base_path=".", opt=None):
-        full = resolve(name, base_path)
+        full = os.path.abspath(os.path.join(base_path, name))
         if not os.path.isfile(full):
             raise FileNotFoundError("manifest module %r: no file %s" % (name, full))
         frozen[name] = full
@@ -41,18 +44,24 @@ def evaluate(path=MANIFEST):
         if p.startswith("$("):  # the port's own manifest: only exists in a MicroPython tree
             external.append(p)
             return
-        full = resolve(p)
-        here.append(os.path.dirname(full))
+        full = os.path.abspath(p)
+        if os.path.isdir(full):
+            full = os.path.join(full, "manifest.py")
+        prev = os.getcwd()
+        os.chdir(os.path.dirname(full))
         try:
-            runpy.run_path(full, init_globals=names)
+            with open(full) as f:
+                exec(
+                    f.read(),
+                    {"package": package, "module": module, "include": include, "require": require},
+                )
         finally:
-            here.pop()
+            os.chdir(prev)
 
     def require(name, **kw):
         external.append("require " + name)
 
-    names = {"package": package, "module": module, "include": include, "require": require}
-    runpy.run_path(path, init_globals=names)
+    include(os.path.abspath(path))
     return frozen, external
 
 
