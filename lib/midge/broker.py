@@ -94,7 +94,7 @@ def setup(opts, log):
         loc = conf.get("persistence_location")
         if loc:
             path = loc.rstrip("/") + "/" + path
-        store = persist.Store(path, core, log, conf.get("autosave_interval", 0))
+        store = persist.Store(path, core, log)
         store.restore(ticks_ms())
     return core, listeners, store
 
@@ -156,6 +156,8 @@ class Server:
                 if not data:
                     return
             core.feed(c, data, ticks_ms())
+            if self.store is not None:
+                self.store.sync()
             self.flush()
 
     def flush(self):
@@ -205,9 +207,9 @@ class Server:
         while True:
             await asyncio.sleep(1)
             core.tick(ticks_ms())
-            self.flush()
             if self.store is not None:
                 self.store.step(ticks_ms())
+            self.flush()
 
 
 async def serve(core, listeners, store, ready=None):

@@ -46,6 +46,7 @@ class Broker(Protocol):
         self.pending = []
         # persistence hook: .retained(topic, msg or None), .session(sess), .session_gone(cid)
         self.store = None
+        self.durable = False
         self.started = now
         self.next_sys = now
         self.nid = 0
@@ -165,22 +166,27 @@ class Broker(Protocol):
         topic = p.topic
         q = p.qos
         pid = p.pid
+        self.durable = False  # set when the message reaches persistent state
         if q == 2:
             rx2 = s.rx2
             if rx2 is None:
                 rx2 = s.rx2 = set()
-            dup = pid in rx2
+            if pid in rx2:  # exactly once: routed already, before PUBREL
+                self._send(c, bytes((0x50, 2, pid >> 8, pid & 255)))
+                return
             rx2.add(pid)
-            self._send(c, bytes((0x50, 2, pid >> 8, pid & 255)))
-            if dup:
-                return  # exactly once: already routed before PUBREL
-        elif q == 1:
-            self._send(c, bytes((0x40, 2, pid >> 8, pid & 255)))
+            self._changed(s)
         if self.auth and not self.auth.allowed(c.user, s.cid, topic, True):
             self.log(WARN, "%s: publish to %r denied by ACL" % (s.cid, topic))
-            return
-        self.rx_msgs += 1
-        self._publish(c, Msg(topic, p.payload, q, p.retain), now)
+        else:
+            self.rx_msgs += 1
+            self._publish(c, Msg(topic, p.payload, q, p.retain), now)
+        if q:
+            ack = bytes((0x40 if q == 1 else 0x50, 2, pid >> 8, pid & 255))
+            if self.durable:
+                self.store.hold(c, ack)  # sent once the journal is on disk
+            else:
+                self._send(c, ack)
 
     def _publish(self, c, m, now):
         """Route m (from connection c, or None for the broker itself)."""
@@ -192,6 +198,7 @@ class Broker(Protocol):
                 self.retained[m.topic] = m
                 if self.store:
                     self.store.retained(m.topic, m)
+                    self.durable = True
         mq = m.qos
         for s, q in self.index.match(m.topic).items():
             self._deliver(s, m, q if q < mq else mq, 0)
@@ -226,12 +233,12 @@ class Broker(Protocol):
             s.queue = []
         s.queue.append((m, flags))
         s.qbytes += len(m.payload)
-        if self.store and not s.clean:
-            self.store.session(s)
+        self._changed(s)
 
     def _send_inflight(self, c, s, m, flags):
         pid = s.next_pid()
         s.inflight[pid] = (m, flags)
+        self._changed(s)
         self._send(c, m.head(flags & 3, flags & 4))
         self._send(c, bytes((pid >> 8, pid & 255)))
         self._send(c, m.payload)
@@ -267,6 +274,7 @@ class Broker(Protocol):
     def _changed(self, s):
         if self.store and not s.clean:
             self.store.session(s)
+            self.durable = True
 
     # ---- $SYS
 

@@ -28,6 +28,8 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data):
         srv = self.srv
         srv.core.feed(self.c, data, ticks_ms())
+        if srv.store is not None:
+            srv.store.sync()
         srv.flush()
 
     def connection_lost(self, exc):
@@ -66,9 +68,9 @@ class Server:
     def tick(self):
         now = ticks_ms()
         self.core.tick(now)
-        self.flush()
         if self.store is not None:
             self.store.step(now)
+        self.flush()
         asyncio.get_running_loop().call_later(1, self.tick)
 
     async def serve(self, listeners, ready=None):

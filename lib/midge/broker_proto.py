@@ -17,14 +17,17 @@ class Protocol:
             self._on_publish(c, s, p, now)
         elif t == codec.PUBACK or t == codec.PUBCOMP:
             if s.inflight.pop(p.pid, 0) != 0:
+                self._changed(s)
                 self._drain(s)
         elif t == codec.PUBREC:
             if p.pid in s.inflight:
                 s.inflight[p.pid] = None
+                self._changed(s)
             self._send(c, codec.encode(codec.Ack(codec.PUBREL, p.pid)))
         elif t == codec.PUBREL:
-            if s.rx2:
+            if s.rx2 and p.pid in s.rx2:
                 s.rx2.discard(p.pid)
+                self._changed(s)
             self._send(c, codec.encode(codec.Ack(codec.PUBCOMP, p.pid)))
         elif t == codec.SUBSCRIBE:
             self._subscribe(c, s, p)

@@ -13,7 +13,6 @@ OPTIONS = {
     "persistence": _BOOL,
     "persistence_file": _STR,
     "persistence_location": _STR,
-    "autosave_interval": _INT,
     "max_connections": _INT,
     "max_inflight_messages": _INT,
     "max_queued_messages": _INT,
