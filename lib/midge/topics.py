@@ -2,17 +2,21 @@
 from midge.codec import MQTTError
 
 
+def _too_long(s):
+    return len(s) > 16383 and len(s.encode()) > 65535  # a UTF-8 string's limit (1.5.3)
+
+
 def check_topic(name):
     """Raise MQTTError unless name is a valid topic name for PUBLISH."""
-    if not name or "+" in name or "#" in name or "\x00" in name:
-        raise MQTTError("invalid topic name %r" % name)
+    if not name or "+" in name or "#" in name or "\x00" in name or _too_long(name):
+        raise MQTTError("invalid topic name %r" % name[:64])
 
 
 def check_filter(filt):
     """Raise MQTTError unless filt is a valid topic filter: '#' only as the whole last
     level, '+' only as a whole level, at least one character, no U+0000."""
-    if not filt or "\x00" in filt:
-        raise MQTTError("invalid topic filter %r" % filt)
+    if not filt or "\x00" in filt or _too_long(filt):
+        raise MQTTError("invalid topic filter %r" % filt[:64])
     if "+" not in filt and "#" not in filt:
         return
     levels = filt.split("/")
