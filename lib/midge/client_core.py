@@ -256,7 +256,7 @@ class Session:
                 continue
             if t == codec.SUBACK or t == codec.UNSUBACK:
                 return p
-            if t > codec.PUBCOMP:
+            if not codec.PUBACK <= t <= codec.PUBCOMP:
                 break
             # PUBACK, PUBREC, PUBCOMP for an outgoing message
             k = self._find(p.pid)

@@ -1,0 +1,409 @@
+"""The midge client under faults (a proxy that cuts or stalls the link at a chosen packet,
+a broker restart, a misbehaving broker) and with paho-mqtt as the peer. CPython only."""
+
+import os
+import socket
+import threading
+import time
+
+import harness
+import paho.mqtt.client as paho
+import pytest
+import support
+from faultproxy import FaultProxy
+from midge import codec
+from midge.client import Client, MQTTException
+
+PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, PINGREQ = 3, 4, 5, 6, 7, 8, 12
+
+
+def run(clients, done, secs=10):
+    end = time.monotonic() + secs
+    while not done() and time.monotonic() < end:
+        for c in clients:
+            c.loop(10)
+    return done()
+
+
+class Peer:
+    """A paho-mqtt client on the broker directly, recording payloads it receives."""
+
+    def __init__(self, port, topic=None, qos=2):
+        self.got = []
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=support.unique("paho"))
+        self.c.on_message = lambda c, u, m: self.got.append(m.payload)
+        subscribed = threading.Event()
+        self.c.on_subscribe = lambda *a: subscribed.set()
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        if topic:
+            self.c.subscribe(topic, qos)
+            assert subscribed.wait(5)
+
+    def publish(self, topic, payload, qos):
+        self.c.publish(topic, payload, qos).wait_for_publish(5)
+
+    def wait(self, n, secs=10):
+        end = time.monotonic() + secs
+        while len(self.got) < n and time.monotonic() < end:
+            time.sleep(0.01)
+        time.sleep(0.2)  # anything extra (a duplicate) has time to show up
+        return self.got
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def broker_port():
+    return support.mosquitto()[1]
+
+
+@pytest.fixture
+def proxy(broker_port):
+    p = FaultProxy(broker_port)
+    yield p
+    p.close()
+
+
+def midge_client(port, **kw):
+    kw.setdefault("clean_session", False)
+    kw.setdefault("backoff_min", 20)
+    kw.setdefault("backoff_max", 200)
+    return Client(support.unique("mdg"), "127.0.0.1", port, keepalive=5, **kw)
+
+
+@pytest.mark.parametrize(
+    "qos,direction,ptype,after",
+    [
+        (1, "up", PUBLISH, True),  # the broker has it; the link dies before PUBACK
+        (1, "down", PUBACK, False),  # PUBACK lost
+        (2, "up", PUBLISH, True),
+        (2, "down", PUBREC, False),  # PUBREC lost
+        (2, "up", PUBREL, True),  # dies right after PUBREL
+        (2, "down", PUBCOMP, False),  # PUBCOMP lost
+    ],
+)
+def test_publisher_link_cut_loses_nothing(broker_port, proxy, qos, direction, ptype, after):
+    topic = support.unique("f/pub")
+    peer = Peer(broker_port, topic)
+    c = midge_client(proxy.port)
+    c.connect()
+    proxy.cut_at(direction, ptype, nth=3, after=after)
+    sent = [b"%d" % i for i in range(10)]
+    for p in sent:
+        c.publish(topic, p, qos)
+    assert run([c], lambda: not c.core.queued() and c.reconnects)
+    got = peer.wait(10)
+    peer.close()
+    c.disconnect()
+    assert c.reconnects == 1
+    assert set(got) == set(sent)  # 0 lost
+    if qos == 2:
+        assert sorted(got, key=int) == sent  # 0 duplicates
+    resent = proxy.count("up", PUBLISH, dup=True) + proxy.count("up", PUBREL) - (qos == 2) * 10
+    assert resent >= 1  # something really was retransmitted
+
+
+@pytest.mark.parametrize(
+    "direction,ptype,after",
+    [
+        ("down", PUBLISH, True),  # delivered, link dies before PUBREC
+        ("up", PUBREC, True),
+        ("down", PUBREL, True),  # dies before PUBCOMP
+        ("up", PUBCOMP, False),  # PUBCOMP lost
+    ],
+)
+def test_subscriber_qos2_link_cut_delivers_exactly_once(
+    broker_port, proxy, direction, ptype, after
+):
+    topic = support.unique("f/sub")
+    c = midge_client(proxy.port)
+    got = []
+    c.set_callback(lambda t, p, m: got.append(p))
+    c.connect()
+    c.subscribe(topic, 2)
+    proxy.cut_at(direction, ptype, nth=3, after=after)
+    peer = Peer(broker_port)
+    sent = [b"%d" % i for i in range(10)]
+    for p in sent:
+        peer.publish(topic, p, 2)
+    run([c], lambda: len(got) >= 10 and c.reconnects)
+    run([c], lambda: False, 0.3)  # a duplicate would show up here
+    peer.close()
+    c.disconnect()
+    assert c.reconnects == 1
+    assert sorted(got, key=int) == sent
+
+
+def test_subscriber_qos1_link_cut_loses_nothing(broker_port, proxy):
+    topic = support.unique("f/sub1")
+    c = midge_client(proxy.port)
+    got = []
+    c.set_callback(lambda t, p, m: got.append(p))
+    c.connect()
+    c.subscribe(topic, 1)
+    proxy.cut_at("down", PUBLISH, nth=4, after=True)
+    peer = Peer(broker_port)
+    sent = [b"%d" % i for i in range(10)]
+    for p in sent:
+        peer.publish(topic, p, 1)
+    assert run([c], lambda: set(got) == set(sent))
+    peer.close()
+    c.disconnect()
+    assert c.reconnects == 1
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_resubscribes_only_when_the_session_is_gone(broker_port, proxy, clean):
+    topic = support.unique("f/resub")
+    c = midge_client(proxy.port, clean_session=clean)
+    got = []
+    c.set_callback(lambda t, p, m: got.append(p))
+    c.connect()
+    c.subscribe(topic, 1)
+    proxy.cut_at("up", PINGREQ, after=False)
+    c.ping()
+    assert run([c], lambda: c.reconnects == 1 and c.connected)
+    assert c.core.session_present is (not clean)
+    peer = Peer(broker_port)
+    peer.publish(topic, b"after", 1)
+    assert run([c], lambda: got == [b"after"])
+    peer.close()
+    c.disconnect()
+    assert proxy.count("up", SUBSCRIBE) == (2 if clean else 1)
+
+
+def test_keepalive_expiry_on_a_stalled_link(proxy):
+    c = Client(support.unique("ka"), "127.0.0.1", proxy.port, keepalive=1, backoff_min=20)
+    c.connect()
+    proxy.stall_at("up", PINGREQ)
+    t0 = time.monotonic()
+    assert run([c], lambda: c.reconnects == 1 and c.connected, 5)
+    assert 1.4 < time.monotonic() - t0 < 4
+    assert c.last_error.startswith("no answer from the broker"), c.last_error
+    c.disconnect()
+
+
+def test_broker_restart():
+    m = harness.Mosquitto().start()
+    try:
+        topic = support.unique("f/restart")
+        c = Client(support.unique("rs"), "127.0.0.1", m.port, keepalive=5, backoff_min=50)
+        got = []
+        c.set_callback(lambda t, p, m: got.append(p))
+        c.connect()
+        c.subscribe(topic, 1)
+        m.stop()
+        run([c], lambda: not c.connected, 3)
+        assert not c.connected
+        pid = c.publish(topic, b"queued while down", 1)
+        m2 = harness.Mosquitto()
+        m2.port = m.port
+        m = m2.start()
+        assert run([c], lambda: c.connected)
+        assert not c.core.session_present  # a fresh broker: subscribed again
+        assert run([c], lambda: got == [b"queued while down"] and not c.core.pending(pid))
+        c.disconnect()
+    finally:
+        m.stop()
+
+
+class BadBroker:
+    """A scripted broker: for each accepted connection, read CONNECT and send the bytes of
+    the next script entry (then keep the connection open until the client closes it)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.script:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(s)
+            s.recv(1024)  # CONNECT
+            s.sendall(self.script.pop(0))
+
+    def close(self):
+        self.lsock.close()
+        for s in self.conns:
+            s.close()
+
+
+def test_bad_broker_input_is_a_clear_error_and_a_clean_reconnect():
+    ok = codec.encode(codec.Connack(False, 0))
+    b = BadBroker(
+        [
+            ok,
+            ok + b"\x30\x04\x00\x09ab",  # a PUBLISH whose topic runs past the packet
+            codec.encode(codec.Connack(False, 3)),
+            ok + codec.encode(codec.Connect("x")),  # a packet type a broker never sends
+            ok + b"\xf0\x00",  # reserved type 15
+            ok,
+        ]
+    )
+    c = Client("bad", "127.0.0.1", b.port, keepalive=5, backoff_min=10, backoff_max=40)
+    c.connect()
+    b.conns[0].close()
+    errors = []
+    end = time.monotonic() + 10
+    while c.reconnects < 5 and time.monotonic() < end:
+        c.loop(10)
+        if c.last_error and (not errors or errors[-1] != c.last_error):
+            errors.append(c.last_error)
+    assert run([c], lambda: c.connected)
+    b.close()
+    # the codec words the reason of a malformed packet; the client says where it came from
+    assert len(errors) == 5 and errors[1].startswith("malformed packet from the broker: ")
+    assert errors[4].startswith("malformed packet from the broker: ")
+    assert errors[0] == "broker closed the connection"
+    assert errors[2] == "connection refused: server unavailable (CONNACK 3)"
+    assert errors[3] == "unexpected packet type 1 from the broker"
+
+
+def test_refused_subscription_raises():
+    ok = codec.encode(codec.Connack(False, 0))
+
+    class SubackBroker(BadBroker):
+        def _serve(self):
+            s, _ = self.lsock.accept()
+            self.conns.append(s)
+            s.recv(1024)
+            s.sendall(ok)
+            data = s.recv(1024)  # SUBSCRIBE: answer with the failure code
+            s.sendall(codec.encode(codec.Suback((data[2] << 8) | data[3], [0x80])))
+
+    b = SubackBroker([])
+    c = Client("sub", "127.0.0.1", b.port)
+    c.connect()
+    with pytest.raises(MQTTException, match="subscription to 'a/b' refused by the broker"):
+        c.subscribe("a/b", 1)
+    assert c.core.subs == []
+    b.close()
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_paho_interop_both_ways(broker_port, qos):
+    topic = support.unique("f/paho")
+    peer = Peer(broker_port, topic + "/to-paho")
+    c = midge_client(broker_port, clean_session=True)
+    got = []
+    c.set_callback(lambda t, p, m: got.append((t, p, m.qos)))
+    c.connect()
+    c.subscribe(topic + "/to-midge", 2)
+    for i in range(5):
+        c.publish(topic + "/to-paho", b"m%d" % i, qos, wait=True)
+        peer.publish(topic + "/to-midge", b"p%d" % i, qos)
+    assert run([c], lambda: len(got) == 5)
+    assert peer.wait(5) == [b"m%d" % i for i in range(5)]
+    assert got == [(topic + "/to-midge", b"p%d" % i, qos) for i in range(5)]
+    peer.close()
+    c.disconnect()
+
+
+def test_tls_with_ca_verification(tmp_path):
+    openssl = "/usr/bin/openssl"
+    if not os.path.exists(openssl):
+        pytest.skip("openssl not installed")
+    import subprocess
+
+    def sh(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=tmp_path)
+
+    sh(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=midge-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    sh(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+    )
+    (tmp_path / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    sh(
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+        "-out",
+        "srv.crt",
+    )
+    port = harness.free_port()
+    m = harness.Mosquitto(
+        extra="listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s"
+        % (port, tmp_path / "ca.crt", tmp_path / "srv.crt", tmp_path / "srv.key")
+    ).start()
+    try:
+        harness.wait_port(port)
+        c = Client(
+            "tls", "127.0.0.1", port, ssl=True, ssl_params={"cafile": str(tmp_path / "ca.crt")}
+        )
+        c.connect()
+        got = []
+        c.set_callback(lambda t, p, m: got.append(p))
+        c.subscribe("tls/t", 1)
+        c.publish("tls/t", b"secret", 1, wait=True)
+        assert run([c], lambda: got == [b"secret"])
+        c.disconnect()
+        # a server certificate from another CA is refused
+        sh(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+            "o.key",
+            "-out",
+            "o.crt",
+        )
+        c = Client(
+            "tls2", "127.0.0.1", port, ssl=True, ssl_params={"cafile": str(tmp_path / "o.crt")}
+        )
+        with pytest.raises(
+            MQTTException,
+            match="cannot connect to 127.0.0.1:%d: .*CERTIFICATE_VERIFY_FAILED" % port,
+        ):
+            c.connect()
+    finally:
+        m.stop()
