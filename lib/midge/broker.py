@@ -4,10 +4,11 @@
 # One task per connection reads into a shared buffer and feeds the sans-I/O core; after each
 # read every connection with output gets one write. Nothing else runs per message.
 import asyncio
+import gc
 import sys
 
 from midge import broker_core
-from midge.compat import MICROPYTHON, ticks_ms
+from midge.compat import MICROPYTHON, mem_alloc, ticks_ms
 
 USAGE = "usage: broker [--host HOST] [--port PORT] [--config FILE] [-v]"
 
@@ -121,7 +122,11 @@ class Server:
     async def client(self, r, w):
         core = self.core
         addr = w.get_extra_info("peername")
-        c = core.connect(peer_name(addr), is_loopback(addr), ticks_ms())
+        try:
+            c = core.connect(peer_name(addr), is_loopback(addr), ticks_ms())
+        except MemoryError:
+            core.log(broker_core.WARN, "refused %s: out of memory" % peer_name(addr))
+            c = None
         if c is not None:
             c.io = w
             c.task = asyncio.current_task()
@@ -204,12 +209,19 @@ class Server:
 
     async def ticker(self):
         core = self.core
+        board = mem_alloc() is not None  # a small heap: collect once a second, $SYS exact
         while True:
             await asyncio.sleep(1)
-            core.tick(ticks_ms())
-            if self.store is not None:
-                self.store.step(ticks_ms())
-            self.flush()
+            try:
+                if board:
+                    gc.collect()
+                core.tick(ticks_ms())
+                if self.store is not None:
+                    self.store.step(ticks_ms())
+                self.flush()
+            except MemoryError:  # short of heap: skip this round, the clients go on
+                gc.collect()
+                core.log(broker_core.WARN, "out of memory in housekeeping")
 
 
 async def serve(core, listeners, store, ready=None):

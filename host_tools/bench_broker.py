@@ -1,0 +1,217 @@
+"""Broker section of `make bench`: the shared load generator (../shared/bench/broker) runs
+midge on CPython (asyncio Protocol driver), midge on MicroPython (asyncio streams, lib
+precompiled with mpy-cross as on a board) and Mosquitto side by side, broker pinned to one
+core; then midge's MicroPython heap figures in a 128K heap: heap per idle client, 24 clients
+exchanging QoS 1, heap after 1,000 connect/disconnect cycles (read from $SYS/broker/heap)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from host_tools.bench_codec import compile_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "broker"))
+MP = os.path.join(ROOT, ".venv", "bin", "micropython")
+PY = os.path.join(ROOT, ".venv", "bin", "python")
+SCEN = ("fanin", "fanout", "qos1", "wildcard", "conns")
+
+
+def _throughput(opts, mpydir, out):
+    lib = os.path.join(ROOT, "lib")
+    cmd = [
+        sys.executable,
+        os.path.join(SHARED, "run_anchors.py"),
+        "--custom",
+        "midge-cpy:28840:env PYTHONPATH=%s %s -m midge.broker_fast --port 28840" % (lib, PY),
+        "--custom",
+        "midge-mpy:28841:env MICROPYPATH=%s:.frozen %s -X heapsize=8M -m midge.broker --port 28841"
+        % (mpydir, MP),
+        "--brokers",
+        "midge-cpy,mosquitto,midge-mpy",
+        "--reps",
+        str(opts.reps),
+        "--out",
+        out,
+    ]
+    if opts.quick:
+        cmd += ["--scenarios", "fanin,qos1", "--bench-args", "--duration 3 --count 20000"]
+    subprocess.run(cmd, check=True, timeout=3600)
+    with open(os.path.join(out, "summary.json")) as f:
+        return json.load(f)
+
+
+# ---- MicroPython heap figures (raw MQTT over sockets, no third-party code)
+
+
+def _pkt(b0, body):
+    n = len(body)
+    rl = bytearray()
+    while True:
+        d = n & 127
+        n >>= 7
+        rl.append(d | 128 if n else d)
+        if not n:
+            return bytes((b0,)) + bytes(rl) + body
+
+
+def _s(x):
+    x = x.encode() if isinstance(x, str) else x
+    return len(x).to_bytes(2, "big") + x
+
+
+def _connect(port, cid):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(_pkt(0x10, _s("MQTT") + b"\x04\x02\x00\x3c" + _s(cid)))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    return s
+
+
+def _read_sys(port, key, wait=3.5):
+    """Latest $SYS/broker/<key> value published after we subscribed (one sys_interval)."""
+    s = _connect(port, "heapmon%d" % time.monotonic_ns())
+    s.sendall(_pkt(0x82, b"\x00\x01" + _s("$SYS/broker/" + key) + b"\x00"))
+    buf = b""
+    vals = []
+    end = time.monotonic() + wait
+    s.settimeout(0.2)
+    while time.monotonic() < end:
+        try:
+            buf += s.recv(4096)
+        except socket.timeout:
+            continue
+        while len(buf) >= 2 and len(buf) >= 2 + buf[1]:
+            p, buf = buf[: 2 + buf[1]], buf[2 + buf[1] :]
+            if p[0] & 0xF0 == 0x30:
+                tl = int.from_bytes(p[2:4], "big")
+                vals.append(int(p[4 + tl :]))
+    s.close()
+    return vals[-1]
+
+
+def mp_heap(mpydir, heap="128K"):
+    port = 28849
+    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+    conf.write("sys_interval 1\n")
+    conf.close()
+    env = dict(os.environ, MICROPYPATH=mpydir + ":.frozen")
+    p = subprocess.Popen(
+        [
+            MP,
+            "-X",
+            "heapsize=" + heap,
+            "-m",
+            "midge.broker",
+            "--port",
+            str(port),
+            "--config",
+            conf.name,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    res = {"heap": heap}
+    try:
+        p.stdout.readline()
+        base = _read_sys(port, "heap/current")
+        n = 24
+        socks = [_connect(port, "idle%02d" % i) for i in range(n)]
+        with_n = _read_sys(port, "heap/current")
+        res["heap_per_idle_client"] = round((with_n - base) / n)
+        # 24 clients, each subscribed to its own topic, publishing QoS 1 to the next one
+        for i, s in enumerate(socks):
+            s.sendall(_pkt(0x82, b"\x00\x01" + _s("r/%d" % i) + b"\x01"))
+            s.recv(5)
+        sent = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            for i, s in enumerate(socks):
+                pid = (sent % 60000) + 1
+                s.sendall(
+                    _pkt(0x32, _s("r/%d" % ((i + 1) % n)) + pid.to_bytes(2, "big") + b"x" * 32)
+                )
+                sent += 1
+            for s in socks:  # drain PUBACKs and deliveries; answer deliveries with PUBACK
+                s.settimeout(2)
+                got = s.recv(65536)
+                i = 0
+                while i + 1 < len(got):
+                    ln = got[i + 1]
+                    if got[i] & 0xF0 == 0x30 and i + 2 + ln <= len(got):
+                        tl = int.from_bytes(got[i + 2 : i + 4], "big")
+                        s.sendall(b"\x40\x02" + got[i + 4 + tl : i + 6 + tl])
+                    i += 2 + ln
+        res["qos1_24_clients_msgs_per_s"] = round(sent / (time.monotonic() - t0))
+        res["qos1_24_clients_alive"] = p.poll() is None
+        for s in socks:
+            s.sendall(b"\xe0\x00")
+            s.close()
+        time.sleep(1.2)
+        before = _read_sys(port, "heap/current")
+        for i in range(1000):
+            s = _connect(port, "cyc%d" % i)
+            s.sendall(b"\xe0\x00")
+            s.close()
+        time.sleep(1.2)
+        after = _read_sys(port, "heap/current")
+        res["heap_before_cycles"] = before
+        res["heap_after_1000_cycles"] = after
+        res["heap_drift_after_cycles"] = after - before
+    finally:
+        p.terminate()
+        p.wait(5)
+        os.unlink(conf.name)
+    return res
+
+
+def _fmt(v):
+    if v is None:
+        return "n/a"
+    return "{:,}".format(round(v)) if v >= 10 else "%.2f" % v
+
+
+def run(opts):
+    with tempfile.TemporaryDirectory() as mpydir, tempfile.TemporaryDirectory() as out:
+        compile_lib(mpydir)
+        heap = mp_heap(mpydir)
+        summ = _throughput(opts, mpydir, out)
+    rows = [
+        ("fanin", "delivered_per_s", "fan-in 4→1 QoS 0 msgs/s", True),
+        ("fanout", "delivered_per_s", "fan-out 1→50 deliveries/s", True),
+        ("qos1", "msgs_per_s", "QoS 1 round trips/s", True),
+        ("wildcard", "published_routed_per_s", "wildcard publishes routed/s", True),
+        ("conns", "bytes_per_conn", "RSS per idle connection (B)", False),
+    ]
+    md = [
+        "| scenario | midge CPython | Mosquitto | midge MicroPython | CPython/Mosquitto |",
+        "|---|---|---|---|---|",
+    ]
+    data = {"throughput": summ, "micropython_heap": heap}
+    for sc, key, label, _ in rows:
+        if sc not in summ:
+            continue
+        v = [
+            summ[sc].get(b, {}).get(key, {}).get("median")
+            for b in ("midge-cpy", "mosquitto", "midge-mpy")
+        ]
+        ratio = "%.2f×" % (v[0] / v[1]) if v[0] and v[1] else "n/a"
+        md.append("| %s | %s | %s | %s | %s |" % (label, _fmt(v[0]), _fmt(v[1]), _fmt(v[2]), ratio))
+    md += [
+        "",
+        "midge on MicroPython, `-X heapsize=128K` (lib as .mpy), heap from `$SYS/broker/heap/current`:",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        "| heap per idle client | %s B |" % heap["heap_per_idle_client"],
+        "| 24 clients exchanging QoS 1 | %s msgs/s (broker alive: %s) |"
+        % (heap["qos1_24_clients_msgs_per_s"], heap["qos1_24_clients_alive"]),
+        "| heap drift after 1,000 connect/disconnect cycles | %+d B |"
+        % heap["heap_drift_after_cycles"],
+    ]
+    return "\n".join(md), data
