@@ -131,7 +131,22 @@ class Server:
             c.io = w
             c.task = asyncio.current_task()
             try:
-                await self._read(r, c)
+                mv = self.mv
+                readinto = getattr(r, "readinto", None)  # MicroPython: no allocation per read
+                while c.closing is None:
+                    if readinto is not None:
+                        n = await readinto(mv)
+                        if not n:
+                            break
+                        data = mv[:n]
+                    else:
+                        data = await r.read(65536)
+                        if not data:
+                            break
+                    core.feed(c, data, ticks_ms())
+                    if self.store is not None:
+                        self.store.sync()
+                    self.flush()
             except asyncio.CancelledError:
                 pass
             except Exception as e:  # a reset socket or a bug: this client only
@@ -145,25 +160,6 @@ class Server:
             await w.wait_closed()
         except Exception:
             pass
-
-    async def _read(self, r, c):
-        core = self.core
-        mv = self.mv
-        readinto = getattr(r, "readinto", None)  # MicroPython streams: no allocation per read
-        while c.closing is None:
-            if readinto is not None:
-                n = await readinto(mv)
-                if not n:
-                    return
-                data = mv[:n]
-            else:
-                data = await r.read(65536)
-                if not data:
-                    return
-            core.feed(c, data, ticks_ms())
-            if self.store is not None:
-                self.store.sync()
-            self.flush()
 
     def flush(self):
         core = self.core
