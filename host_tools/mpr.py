@@ -41,7 +41,8 @@ def _one_line(port, text, code):
 
 
 def run(port, *args, timeout=DEFAULT_TIMEOUT, on_line=None, check=True):
-    """Run `mpremote connect PORT ARGS...`; return its stdout (str).
+    """Run `mpremote connect PORT ARGS...`; return its stdout (str), or with check=False
+    stdout + stderr whatever the exit status.
 
     on_line(str) is called for each stdout line as it arrives (progress). A run longer than
     timeout seconds is killed (the whole process group) and reported as no answer."""
@@ -89,10 +90,10 @@ def run(port, *args, timeout=DEFAULT_TIMEOUT, on_line=None, check=True):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-    text = out.decode("utf-8", "replace")
+    text, etext = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     if check and code != 0:
-        raise CLIError(_one_line(port, err.decode("utf-8", "replace") + "\n" + text, code))
-    return text
+        raise CLIError(_one_line(port, etext + "\n" + text, code))
+    return text if check else text + etext
 
 
 def exec_(port, code, timeout=DEFAULT_TIMEOUT, resume=False):

@@ -6,15 +6,16 @@
 
 
 def _vboard_start():
-    import os
     import sys
 
     import vfs
 
     files, flash, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     sys.path.insert(0, files)
+    import os  # an os.py there extends the built-in one (rename fix)
+
     import machine  # noqa: F401  (a file machine.py shadows the unix port's built-in one)
-    import network  # noqa: F401  (both stay in sys.modules after the remount below)
+    import network  # noqa: F401  (all three stay in sys.modules after the remount below)
 
     vfs.umount("/")
     vfs.mount(vfs.VfsPosix(flash), "/")
