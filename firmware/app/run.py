@@ -1,12 +1,9 @@
-# The board's main loop: config -> Wi-Fi -> the role(s), all on one asyncio loop.
-import asyncio
-
-from midge.compat import ticks_ms
+# The board's main program: config -> Wi-Fi -> the role. The sensor role is one blocking
+# loop on the polling client; the broker roles run on asyncio (app/hub.py).
+from midge.compat import sleep_ms, ticks_ms
 
 from app import config, hw, net
 from app.drone import Drone
-
-BROKER_CONF = "broker.conf"  # mosquitto.conf-style options for the broker role (optional)
 
 
 class AppError(Exception):
@@ -33,7 +30,12 @@ def main(path=config.CONFIG_FILE):
             return idle(e)
     wdt = hw.watchdog(board) if cfg["watchdog"] else None
     try:
-        asyncio.run(run(cfg, board, led, wdt))
+        if cfg["role"] == "sensor":
+            fly(cfg, board, led, wdt)
+        else:
+            from app import hub
+
+            hub.main(cfg, board, led, wdt)
     except AppError as e:
         return idle(e)
     except KeyboardInterrupt:
@@ -47,45 +49,9 @@ def idle(why):
     print("midge: idle, REPL free")
 
 
-async def run(cfg, board, led, wdt=None):
-    jobs = []
-    if wdt:
-        jobs.append(feed(wdt, board["watchdog_ms"] // 4))
-    if cfg["role"] in ("broker", "both"):
-        jobs.append(serve_broker(cfg, board))
-    if cfg["role"] in ("sensor", "both"):
-        jobs.append(fly(cfg, board, led))
-    await asyncio.gather(*jobs)
-
-
-async def feed(wdt, period_ms):
-    # fed from the event loop: a blocked loop (stuck driver, deadlock) lets it reset the board
-    while True:
-        wdt.feed()
-        await asyncio.sleep(period_ms / 1000)
-
-
-async def serve_broker(cfg, board):
-    from midge import broker
-
-    # a board serves its Wi-Fi network; the virtual board only the host's loopback
-    host = "0.0.0.0" if board["wifi"] else "127.0.0.1"
-    opts = {"host": host, "port": cfg["broker"]["port"], "config": None, "verbose": False}
-    if config.exists(BROKER_CONF):
-        opts["config"] = BROKER_CONF
-    try:
-        core, listeners, store = broker.setup(opts, broker.make_log(False))
-    except Exception as e:  # the broker's ConfigError/AuthError/UsageError: one line each
-        raise AppError("broker: %s" % e)
-    await broker.serve(core, listeners, store, lambda ls: broker.announce(ls, "board"))
-
-
-async def fly(cfg, board, led):
-    from midge.aclient import AsyncClient
-
-    s, b = cfg["sensor"], cfg["broker"]
-    drone = Drone(s["id"], s["kinds"], s["interval_ms"], ticks_ms(), hw.sensor_sources(board))
-    client = AsyncClient(
+def client_for(cfg, drone, cls):
+    b = cfg["broker"]
+    c = cls(
         b["client_id"],
         b["host"],
         b["port"],
@@ -95,18 +61,59 @@ async def fly(cfg, board, led):
         ssl=b["tls"],
         ssl_params={"cafile": b["cafile"]} if b["cafile"] else None,
     )
-    client.set_will(drone.status_topic, b"offline", qos=1, retain=True)
-    asyncio.create_task(client.run())  # connects, keeps the link, reconnects with backoff
-    online = False
+    c.set_will(drone.status_topic, b"offline", qos=1, retain=True)
+    return c
+
+
+def new_drone(cfg, board):
+    s = cfg["sensor"]
+    return Drone(s["id"], s["kinds"], s["interval_ms"], ticks_ms(), hw.sensor_sources(board))
+
+
+class Link:
+    """Reports connection changes once each; after every (re)connect the drone says
+    "online" (retained) again, since the broker may have published its will meanwhile."""
+
+    def __init__(self, cfg):
+        self.where = "%s:%d" % (cfg["broker"]["host"], cfg["broker"]["port"])
+        self.up = False
+
+    def changed(self, connected):
+        if connected == self.up:
+            return False
+        self.up = connected
+        print("midge: %s %s" % ("connected to" if connected else "lost", self.where))
+        return connected
+
+
+def fly(cfg, board, led, wdt=None):
+    """The sensor role on the blocking client: one loop, no event loop needed."""
+    from midge.client import Client, MQTTException
+
+    drone = new_drone(cfg, board)
+    client = client_for(cfg, drone, Client)
+    link = Link(cfg)
+    qos = cfg["sensor"]["qos"]
+    step = board["watchdog_ms"] // 4 if wdt else 1000
+    tries = 0
+    while True:  # the first connect; after it the client reconnects by itself
+        try:
+            client.connect()
+            break
+        except MQTTException as e:
+            print("midge: %s" % e)
+            sleep_ms(net.backoff_ms(tries))
+            tries += 1
+            if wdt:
+                wdt.feed()
     while True:
-        if client.connected != online:
-            online = client.connected
-            print("midge: %s %s:%d" % ("connected to" if online else "lost", b["host"], b["port"]))
-            if online:  # after every (re)connect: the will may have said offline meanwhile
-                await client.publish(drone.status_topic, b"online", qos=1, retain=True)
+        if link.changed(client.connected):
+            client.publish(drone.status_topic, b"online", qos=1, retain=True)
         readings = drone.poll(ticks_ms())
         for topic, payload in readings:
-            await client.publish(topic, payload, qos=s["qos"])
+            client.publish(topic, payload, qos=qos)
         if readings:
             led.toggle()
-        await asyncio.sleep(drone.wait_ms(ticks_ms()) / 1000)
+        if wdt:
+            wdt.feed()
+        client.loop(min(step, drone.wait_ms(ticks_ms())))
