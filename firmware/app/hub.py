@@ -5,6 +5,7 @@ import asyncio
 from midge.compat import ticks_ms
 
 from app import config
+from app.net import backoff_ms
 from app.run import AppError, Link, client_for, new_drone
 
 BROKER_CONF = "broker.conf"  # mosquitto.conf-style options for the broker role (optional)
@@ -48,13 +49,21 @@ async def serve_broker(cfg, board):
 
 async def fly_async(cfg, board, led):
     """The drone of role both, on the asyncio client next to the broker."""
-    from midge.aclient import AsyncClient
+    from midge.aclient import AsyncClient, MQTTException
 
     drone = new_drone(cfg, board)
     client = client_for(cfg, drone, AsyncClient)
     link = Link(cfg)
     qos = cfg["sensor"]["qos"]
-    asyncio.create_task(client.run())  # connects, keeps the link, reconnects with backoff
+    tries = 0
+    while True:  # the first connect; after it the client's reader task reconnects
+        try:
+            await client.connect()
+            break
+        except MQTTException as e:
+            print("midge: %s" % e)
+            await asyncio.sleep(backoff_ms(tries) / 1000)
+            tries += 1
     while True:
         if link.changed(client.connected):
             await client.publish(drone.status_topic, b"online", qos=1, retain=True)

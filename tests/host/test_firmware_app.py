@@ -59,12 +59,13 @@ class Watcher:
         self.c.loop_stop()
 
 
-def board(tmp_path, config, runtime="micropython"):
+def board(tmp_path, config, runtime="micropython", heap="128K"):
     """Start the app in a flash folder holding `config`; returns the process."""
     (tmp_path / "config.json").write_text(json.dumps(config))
     if runtime == "micropython":
         fwlayout.build(str(tmp_path))
     argv, env = RUNTIMES[runtime]
+    argv = [a.replace("heapsize=128K", "heapsize=" + heap) for a in argv]
     return subprocess.Popen(
         argv,
         cwd=tmp_path,
@@ -157,7 +158,8 @@ def test_role_both_serves_its_own_drone(tmp_path):
     sid = support.unique("drone")
     cfg = {"board": "unix", "role": "both", "broker": {"port": port}}
     cfg["sensor"] = {"id": sid, "interval_ms": 200, "kinds": ["altitude"]}
-    p = board(tmp_path, cfg)
+    # broker + client + app need ~100 KB of heap on the 64-bit unix port before they run
+    p = board(tmp_path, cfg, heap="256K")
     try:
         harness.wait_port(port, timeout=10, proc=p)
         w = Watcher(port)
