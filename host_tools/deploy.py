@@ -14,7 +14,6 @@ The tree is walked here, file by file: `mpremote cp -r` mishandles new directori
 """
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -45,13 +44,13 @@ ARCHS = {
     12: "rv64imc",
 }
 
-# Runs on the board: mpy version, which of DIRS exist, sha256 of every file under DIRS and of
-# the named FILES, and the previous manifest. One JSON line after a marker.
+# Runs on the board, printing one short line per fact (a board's heap has no room for one big
+# JSON string): "V <_mpy>", "D <dir>", "F <file> <sha256>", "M <path in the old manifest>".
 QUERY = """
-import os, sys, json, hashlib, binascii
+import os, sys, hashlib, binascii
 def _h(p):
     s = hashlib.sha256()
-    b = bytearray(1024)
+    b = bytearray(512)
     m = memoryview(b)
     with open(p, 'rb') as f:
         while True:
@@ -59,34 +58,41 @@ def _h(p):
             if not n:
                 break
             s.update(m[:n])
-    return binascii.hexlify(s.digest()).decode()
-def _walk(d, out, dirs):
+    print('F', p, binascii.hexlify(s.digest()).decode())
+def _walk(d):
     try:
         items = list(os.ilistdir(d))
     except OSError:
         return
-    dirs.append(d)
+    print('D', d)
     for it in items:
         p = d + '/' + it[0]
         if it[1] & 0x4000:
-            _walk(p, out, dirs)
+            _walk(p)
         else:
-            out[p] = _h(p)
-_out, _dirs = {}, []
+            _h(p)
+print('V', getattr(sys.implementation, '_mpy', 0))
 for _d in DIRS:
-    _walk(_d, _out, _dirs)
-for _p in FILES:
-    try:
-        _out[_p] = _h(_p)
-    except OSError:
-        pass
+    _walk(_d)
+_l = FILES
 try:
     with open(MANIFEST) as _f:
-        _man = _f.read().split()
+        for _p in _f:
+            print('M', _p.strip())
+            _l.append(_p.strip())
 except OSError:
-    _man = []
-print('MIDGE-STATE ' + json.dumps({'mpy': getattr(sys.implementation, '_mpy', 0), 'files': _out,
-      'dirs': _dirs, 'manifest': _man}))
+    pass
+for _p in _l:
+    try:
+        _h(_p)
+    except OSError:
+        pass
+for _p in PARENTS:
+    try:
+        if os.stat(_p)[0] & 0x4000:
+            print('D', _p)
+    except OSError:
+        pass
 """
 
 
@@ -171,15 +177,31 @@ class Sync:
         self.timeout = timeout
 
     def board_state(self, files):
-        code = QUERY.replace("DIRS", repr(list(self.owned_dirs)))
-        code = code.replace("FILES", repr(sorted(files))).replace(
-            "MANIFEST", repr(self.manifest or "/-")
-        )
+        """{"mpy": int, "files": {path: sha256}, "dirs": [...], "manifest": [...]}"""
+        owned = tuple(d + "/" for d in self.owned_dirs)
+        parents = {
+            "/" + "/".join(f.split("/")[1:i]) for f in files for i in range(2, f.count("/") + 1)
+        }
+        code = QUERY.replace("PARENTS", repr(sorted(parents)))
+        code = code.replace("DIRS", repr(list(self.owned_dirs)))
+        code = code.replace("FILES", repr(sorted(f for f in files if not f.startswith(owned))))
+        code = code.replace("MANIFEST", repr(self.manifest or "/-"))
         out = mpr.exec_(self.port, code, timeout=self.timeout)
+        state = {"mpy": None, "files": {}, "dirs": [], "manifest": []}
         for line in out.splitlines():
-            if line.startswith("MIDGE-STATE "):
-                return json.loads(line[len("MIDGE-STATE ") :])
-        raise CLIError("%s: unexpected answer from the board: %r" % (self.port, out[-200:]))
+            kind, _, rest = line.partition(" ")
+            if kind == "V":
+                state["mpy"] = int(rest)
+            elif kind == "D":
+                state["dirs"].append(rest)
+            elif kind == "F":
+                path, _, digest = rest.rpartition(" ")
+                state["files"][path] = digest
+            elif kind == "M" and rest:
+                state["manifest"].append(rest)
+        if state["mpy"] is None:
+            raise CLIError("%s: unexpected answer from the board: %r" % (self.port, out[-200:]))
+        return state
 
     def build(self, items, workdir, state):
         """Compile what may be compiled; return [(local file, remote path)]."""
