@@ -24,10 +24,6 @@ from host_tools import fwlayout
 from host_tools.cli import CLIError
 
 ROOT = fwlayout.ROOT
-try:
-    import midge  # noqa: F401
-except ImportError:  # a plain checkout, not pip-installed: the board library is in lib/
-    sys.path.insert(0, os.path.join(ROOT, "lib"))
 # (sensor id, board it pretends to be, what it measures, QoS)
 DRONES = [("drone01", "esp32", ["altitude"], 1), ("drone40", "rpi-pico-w", ["temperature"], 0)]
 START_TIMEOUT = 15.0
@@ -52,11 +48,17 @@ def say(*parts):
 class Console(threading.Thread):
     """Prints a process's or a board's output lines with a [name] prefix."""
 
-    def __init__(self, name, fd):
+    def __init__(self, name, fd, owned=False):
         super().__init__(name="console-" + name, daemon=True)
-        self.label, self.fd = name, fd
+        self.label, self.fd, self.owned = name, fd, owned  # owned: close fd when done
         self.stopping = False
         self.lines = []
+
+    def stop(self):
+        self.stopping = True
+        self.join(1)
+        if self.owned:
+            os.close(self.fd)
 
     def run(self):
         buf = b""
@@ -138,7 +140,7 @@ class Demo:
         self.boards.append(vb)
         vb.start()
         fd = os.open(vb.device, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        con = Console(sensor_id, fd)
+        con = Console(sensor_id, fd, owned=True)
         con.start()
         self.consoles.append(con)
         say(
@@ -203,8 +205,7 @@ class Demo:
                 self.broker.kill()
                 self.broker.wait()
         for con in self.consoles:
-            con.stopping = True
-            con.join(1)
+            con.stop()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -183,14 +183,13 @@ def vboard_console(tmp_path, board_name, config, wifi, want, secs=20):
     fwlayout.build(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(config))
     with VirtualBoard(str(tmp_path), board=board_name, wifi=wifi) as vb:
-        con = Console(board_name, os.open(vb.device, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK))
+        fd = os.open(vb.device, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        con = Console(board_name, fd, owned=True)
         con.start()
         end = time.monotonic() + secs
         while time.monotonic() < end and not any(want in ln for ln in con.lines):
             time.sleep(0.05)
-        con.stopping = True
-        con.join(2)
-    os.close(con.fd)
+        con.stop()
     return con.lines
 
 
