@@ -1,8 +1,8 @@
 """What goes on a board, read from firmware/manifest.py (the one list of board files).
 
 The manifest names what a custom firmware build freezes; a board running stock MicroPython
-gets the same modules as files under /lib (on its sys.path), plus boot.py and main.py at the
-root. evaluate() runs the manifest with stand-ins for MicroPython's manifest functions.
+gets the same modules as files (board_files()), plus boot.py and main.py at the root.
+evaluate() runs the manifest with stand-ins for MicroPython's manifest functions.
 """
 
 import os
@@ -69,10 +69,14 @@ def evaluate(path=MANIFEST):
 
 
 def board_files():
-    """[(host source file, path on the board)] for a board running stock MicroPython."""
+    """[(host source file, path on the board)] for a board running stock MicroPython: the
+    library under /lib, the app and board definitions at the root next to main.py (the
+    layout `midge deploy` writes)."""
     frozen, _ = evaluate()
     files = [(os.path.join(ROOT, "firmware", f), f) for f in ROOT_FILES]
-    return files + [(src, "lib/" + name) for name, src in sorted(frozen.items())]
+    for name, src in sorted(frozen.items()):
+        files.append((src, "lib/" + name if name.startswith("midge/") else name))
+    return files
 
 
 def mpy_cross():

@@ -87,10 +87,11 @@ def test_frozen_tree_boots_the_app_on_micropython(tmp_path):
     ]
 
 
-def test_board_files_put_the_frozen_set_under_lib():
+def test_board_files_are_the_frozen_set_in_the_deploy_layout():
     files = dict((dst, src) for src, dst in board_files())
     assert files["main.py"].endswith("firmware/main.py") and "boot.py" in files
     assert files["lib/midge/codec.py"].endswith("lib/midge/codec.py")
-    assert files["lib/app/run.py"].endswith("firmware/app/run.py")
-    assert files["lib/boards/unix.py"].endswith("boards/unix.py")
+    assert files["app/run.py"].endswith("firmware/app/run.py")
+    assert files["boards/unix.py"].endswith("boards/unix.py")
+    assert len(files) == len(evaluate()[0]) + 2
     assert all(os.path.isfile(src) for src in files.values())
