@@ -180,8 +180,8 @@ def test_keepalive_expiry_on_a_stalled_link(proxy):
     c.connect()
     proxy.stall_at("up", PINGREQ)
     t0 = time.monotonic()
-    assert run([c], lambda: c.reconnects == 1 and c.connected, 5)
-    assert 1.4 < time.monotonic() - t0 < 4
+    assert run([c], lambda: c.reconnects == 1 and c.connected, 8)
+    assert 1.4 < time.monotonic() - t0 < 8  # 1.5 keepalives, not before
     assert c.last_error.startswith("no answer from the broker"), c.last_error
     c.disconnect()
 
