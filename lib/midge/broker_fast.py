@@ -99,6 +99,10 @@ def main(argv=None):
         print("midge broker: %s" % e, file=sys.stderr)
         return 2
     srv = Server(core, store)
+    import gc
+
+    gc.freeze()  # start-up objects out of the collector's way; per-message objects are acyclic
+    gc.set_threshold(50000, 20, 20)
     try:
         asyncio.run(
             srv.serve(listeners, lambda ls: broker.announce(ls, "CPython, asyncio Protocol"))
