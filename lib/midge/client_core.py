@@ -29,32 +29,6 @@ class MQTTException(OSError):
     """
 
 
-class _Decoder(codec.Decoder):
-    # Two allocation savers for the client's hot path: acknowledgements come out as one
-    # reused object (valid until the next call), and reading into an empty buffer does
-    # not slice a new memoryview.
-    def __init__(self, bufsize):
-        codec.Decoder.__init__(self, bufsize=bufsize)
-        self._ack = codec.Ack(0, 0)
-
-    def write_buffer(self, want=256):
-        if self._start == self._end:
-            self._start = self._end = 0
-            if len(self._buf) >= want:
-                return self._mv
-        return codec.Decoder.write_buffer(self, want)
-
-    def _decode(self, b0, i, end):
-        t = b0 >> 4
-        if codec.PUBACK <= t <= codec.PUBCOMP and end - i == 2 and b0 & 15 == (t == 6) * 2:
-            a = self._ack
-            a.pid = (self._buf[i] << 8) | self._buf[i + 1]
-            if a.pid:
-                a.type = t
-                return a
-        return codec.Decoder._decode(self, b0, i, end)
-
-
 class Session:
     """One client's MQTT state across connections: queue, in-flight window, QoS 2 ids,
     subscriptions, keepalive and reconnect timing."""
@@ -115,7 +89,7 @@ class Session:
 
     def connect(self, now):
         """Start a connection (the transport is open): CONNECT goes into the output."""
-        self._dec = _Decoder(self.bufsize)
+        self._dec = codec.Decoder(bufsize=self.bufsize, reuse=True)
         self.nout = 0
         self.state = CONNECTING
         self._ping = False

@@ -343,13 +343,17 @@ class Decoder:
     receive_data(bytes) or write_buffer()/commit(n) put bytes in; next_packet() returns the
     next whole packet object or None. max_packet bounds a whole packet (fixed header
     included); it is checked as soon as the fixed header is in, before the body is buffered.
-    With copy=False a PUBLISH payload is a memoryview into the decoder's buffer, valid until
-    the next call into the decoder. After an MQTTError the decoder stays failed.
+    With copy=False a PUBLISH payload is a memoryview into the decoder's buffer, and with
+    reuse=True PUBLISH and PUBACK/PUBREC/PUBREL/PUBCOMP are one object each, refilled by
+    every decode: both are valid until the next call into the decoder, and save allocations on
+    hot paths that consume each packet at once. After an MQTTError the decoder stays failed.
     """
 
-    def __init__(self, max_packet=MAX_PACKET, copy=True, bufsize=256):
+    def __init__(self, max_packet=MAX_PACKET, copy=True, bufsize=256, reuse=False):
         self.max_packet = max_packet
         self.copy = copy
+        self._pub = Publish("") if reuse else None
+        self._ack = Ack(0) if reuse else None
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
         self._start = self._end = 0
@@ -383,9 +387,11 @@ class Decoder:
     def write_buffer(self, want=256):
         """A writable memoryview of free space (at least `want` bytes, more if the packet
         being received needs it); fill it, then call commit(n)."""
+        if self._start == self._end:
+            self._start = self._end = 0
         need = self._need - self._end + self._start
         self._reserve(need if need > want else want)
-        return self._mv[self._end :]
+        return self._mv[self._end :] if self._end else self._mv  # no new view when empty
 
     def commit(self, n):
         self._end += n
@@ -479,7 +485,11 @@ class Decoder:
             payload = self._mv[i:end]
             if self.copy:
                 payload = bytes(payload)
-            return Publish(topic, payload, qos, bool(flags & 1), bool(flags & 8), pid)
+            p = self._pub
+            if p is None:
+                return Publish(topic, payload, qos, flags & 1 > 0, flags & 8 > 0, pid)
+            p.__init__(topic, payload, qos, flags & 1 > 0, flags & 8 > 0, pid)
+            return p
         rl = end - i
         if t in (0, 15) or flags != (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0):
             raise MQTTError("packet type %d flags 0x%x" % (t, flags))
@@ -493,7 +503,11 @@ class Decoder:
             if rl != 2:
                 raise MQTTError("packet type %d of length %d" % (t, rl))
             if t != CONNACK:
-                return Ack(t, self._pid(i, end))
+                a = self._ack
+                if a is None or t == UNSUBACK:  # reuse is for the publish flow's hot path
+                    return Ack(t, self._pid(i, end))
+                a.__init__(t, self._pid(i, end))
+                return a
             sp, rc = b[i], b[i + 1]
             if sp > 1 or rc > 5 or sp and rc:
                 raise MQTTError("CONNACK %d %d" % (sp, rc))
