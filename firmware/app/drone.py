@@ -58,7 +58,6 @@ class Drone:
         self.channels = [
             ("sensors/%s/%s" % (sensor_id, k), sources.get(k) or sim[k]) for k in kinds
         ]
-        self.sent = 0
 
     def wait_ms(self, now):
         """Milliseconds until the next readings are due (0 = now)."""
@@ -76,5 +75,4 @@ class Drone:
         out = []
         for topic, src in self.channels:
             out.append((topic, ("%.1f" % src(t)).encode()))
-        self.sent += len(out)
         return out

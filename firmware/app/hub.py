@@ -69,7 +69,10 @@ async def fly_async(cfg, board, led):
             await client.publish(drone.status_topic, b"online", qos=1, retain=True)
         readings = drone.poll(ticks_ms())
         for topic, payload in readings:
-            await client.publish(topic, payload, qos=qos)
+            try:
+                await client.publish(topic, payload, qos=qos)
+            except MQTTException:  # offline with a full queue
+                link.dropped += 1
         if readings:
             led.toggle()
         await asyncio.sleep(drone.wait_ms(ticks_ms()) / 1000)

@@ -72,17 +72,22 @@ def new_drone(cfg, board):
 
 class Link:
     """Reports connection changes once each; after every (re)connect the drone says
-    "online" (retained) again, since the broker may have published its will meanwhile."""
+    "online" (retained) again, since the broker may have published its will meanwhile.
+    Readings the client could not queue while offline are counted and reported then."""
 
     def __init__(self, cfg):
         self.where = "%s:%d" % (cfg["broker"]["host"], cfg["broker"]["port"])
         self.up = False
+        self.dropped = 0
 
     def changed(self, connected):
         if connected == self.up:
             return False
         self.up = connected
         print("midge: %s %s" % ("connected to" if connected else "lost", self.where))
+        if connected and self.dropped:
+            print("midge: %d readings dropped while offline (queue full)" % self.dropped)
+            self.dropped = 0
         return connected
 
 
@@ -111,7 +116,10 @@ def fly(cfg, board, led, wdt=None):
             client.publish(drone.status_topic, b"online", qos=1, retain=True)
         readings = drone.poll(ticks_ms())
         for topic, payload in readings:
-            client.publish(topic, payload, qos=qos)
+            try:
+                client.publish(topic, payload, qos=qos)
+            except MQTTException:  # offline with a full queue (QoS 1/2 are never dropped)
+                link.dropped += 1
         if readings:
             led.toggle()
         if wdt:

@@ -212,3 +212,37 @@ def test_wifi_wrong_password_idles_at_once(tmp_path):
     assert "midge: wifi: wrong password for hangar" in lines, lines
     assert "midge: idle, REPL free" in lines
     assert not any("wrong-pw" in ln or "right-pw" in ln for ln in lines)
+
+
+def test_drone_rides_out_a_broker_outage(tmp_path):
+    """QoS 1 readings while the broker is down fill the client's queue; the drone keeps
+    running, reconnects when the broker is back, says online again and reports the drops."""
+    first = harness.Mosquitto().start()
+    sid = support.unique("drone")
+    p = board(tmp_path, drone_config(sid, first.port, interval_ms=100))
+    second = None
+    try:
+        w = Watcher(first.port)
+        assert w.wait(lambda g: any(m[0].endswith("/altitude") for m in g))
+        w.close()
+        first.stop()
+        time.sleep(2.5)  # 50 readings at QoS 1: more than the queue holds
+        assert p.poll() is None
+        second = harness.Mosquitto()
+        second.port = first.port
+        second.start()
+        w = Watcher(second.port)
+        try:
+            online = ("sensors/%s/status" % sid, b"online")
+            assert w.wait(lambda g: any(m[:2] == online for m in g), 30), w.got
+            assert w.wait(lambda g: any(m[0].endswith("/temperature") for m in g))
+        finally:
+            w.close()
+    finally:
+        out = stop(p)
+        for b in (first, second):
+            if b is not None:
+                b.stop()
+    assert "midge: lost 127.0.0.1:%d" % first.port in out, out
+    assert "readings dropped while offline (queue full)" in out, out
+    assert "Traceback" not in out
