@@ -99,7 +99,7 @@ def fly(cfg, board, led, wdt=None):
     client = client_for(cfg, drone, Client)
     link = Link(cfg)
     qos = cfg["sensor"]["qos"]
-    step = board["watchdog_ms"] // 4 if wdt else 1000
+    step = board["watchdog_ms"] // 4 if wdt else 16000  # longest wait between feeds
     tries = 0
     while True:  # the first connect; after it the client reconnects by itself
         try:
@@ -107,7 +107,7 @@ def fly(cfg, board, led, wdt=None):
             break
         except MQTTException as e:
             print("midge: %s" % e)
-            sleep_ms(net.backoff_ms(tries))
+            sleep_ms(min(step, net.backoff_ms(tries)))  # an armed watchdog bounds the pause
             tries += 1
             if wdt:
                 wdt.feed()

@@ -197,7 +197,7 @@ def test_wifi_join_on_a_virtual_esp32(tmp_path):
     port = support.mosquitto()[1]
     sid = support.unique("drone")
     cfg = drone_config(sid, port)
-    cfg.update(board="esp32", wifi={"ssid": "hangar", "password": "right-pw"})
+    cfg.update(board="esp32", wifi={"ssid": "hangar", "password": "right-pw"}, watchdog=True)
     lines = vboard_console(tmp_path, "esp32", cfg, {"hangar": "right-pw"}, "connected to")
     text = "\n".join(lines)
     assert "wifi: joining hangar (attempt 1 of 5)" in text
