@@ -176,13 +176,18 @@ class Broker(Protocol):
                 return
             rx2.add(pid)
             self._changed(s)
+        ack = None
+        if q:
+            ack = bytes((0x40 if q == 1 else 0x50, 2, pid >> 8, pid & 255))
+            if self.store is None:  # the ack goes out first: the sender's round trip is shorter
+                self._send(c, ack)
+                ack = None
         if self.auth and not self.auth.allowed(c.user, s.cid, topic, True):
             self.log(WARN, "%s: publish to %r denied by ACL" % (s.cid, topic))
         else:
             self.rx_msgs += 1
             self._publish(c, Msg(topic, p.payload, q, p.retain), now)
-        if q:
-            ack = bytes((0x40 if q == 1 else 0x50, 2, pid >> 8, pid & 255))
+        if ack is not None:
             if self.durable:
                 self.store.hold(c, ack)  # sent once the journal is on disk
             else:
