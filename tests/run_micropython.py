@@ -108,7 +108,8 @@ def main(argv):
         for b in brokers:
             b.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("micropython (heap %s): %d passed, %d failed, %d skipped" % ((heap,) + tuple(total)))
+    print("MicroPython %s, heap %s, one interpreter per module" % (exe, heap))
+    print("micropython: %d passed, %d failed, %d skipped" % tuple(total))
     return 1 if total[1] or not total[0] else 0
 
 
