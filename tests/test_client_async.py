@@ -39,7 +39,7 @@ def test_async_qos_levels_handlers_and_run():
         assert await until(lambda: len(got) == 23 and other)
         assert got[:3] == [(topic + "/x", b"m%d" % q, q) for q in (0, 1, 2)]
         assert [int(g[1]) for g in got[3:]] == list(range(20))
-        assert not any(c.core.pending(p) for p in pids)
+        assert not any(c.pending(p) for p in pids)
         await c.unsubscribe(topic + "-other")
         await c.disconnect()
         await asyncio.wait_for(runner, 2)  # run() ends at disconnect()
@@ -58,11 +58,11 @@ def test_async_reconnect_and_errors():
         await c.subscribe(topic, 1)
         # the broker drops the link: another connection takes the client id over
         host, port = support.mosquitto()
-        intruder = Client(c.core.client_id, host, port, clean_session=False)
+        intruder = Client(c.client_id, host, port, clean_session=False)
         intruder.connect()
         intruder.disconnect()
         assert await until(lambda: c.reconnects == 1 and c.connected)
-        assert c.core.session_present and c.last_error
+        assert c.session_present and c.last_error
         await c.publish(topic, b"after", 1, wait=True)
         assert await until(lambda: got == [b"after"])
         await c.disconnect()

@@ -32,16 +32,16 @@ def feed(s, *pkts, now=0):
 
 def online(sp=False, **kw):
     s = Session("c1", keepalive=10, **kw)
-    s.connect(0)
+    s.begin(0)
     sent(s)
     feed(s, codec.Connack(sp, 0))
     return s
 
 
 def test_connect_packet_and_connack():
-    s = Session("dev1", "u", b"pw", keepalive=30, clean_session=False)
+    s = Session("dev1", user="u", password=b"pw", keepalive=30, clean_session=False)
     s.will = ("status/dev1", b"offline", 1, True)
-    s.connect(0)
+    s.begin(0)
     (c,) = sent(s)
     assert c == codec.Connect("dev1", False, 30, "u", b"pw", "status/dev1", b"offline", 1, True)
     assert feed(s, codec.Connack(False, 0)) == [(codec.CONNACK, None)]
@@ -56,11 +56,11 @@ def test_connack_refusals_name_the_reason():
         (5, "not authorized"),
     ):
         s = Session("x")
-        s.connect(0)
+        s.begin(0)
         e = raises(MQTTException, feed, s, codec.Connack(False, rc))
         assert words in str(e) and "(CONNACK %d)" % rc in str(e), str(e)
     s = Session("x")
-    s.connect(0)
+    s.begin(0)
     e = raises(MQTTException, feed, s, codec.Connack(False, 4))
     assert str(e) == "connection refused: bad username or password (CONNACK 4)"
 
@@ -74,7 +74,7 @@ def test_bad_input_is_a_clear_error():
     e = raises(MQTTException, feed, s, codec.Subscribe(3, [("a", 0)]))
     assert str(e) == "unexpected packet type 8 from the broker"
     s = Session("x")
-    s.connect(0)
+    s.begin(0)
     e = raises(MQTTException, feed, s, codec.Publish("a", b"x"))
     assert "unexpected packet type 3" in str(e)
 
@@ -100,7 +100,7 @@ def test_qos1_received_is_acked():
 
 def test_inflight_window_keeps_order():
     s = online(max_inflight=2)
-    pids = [s.publish("t", b"%d" % i, 1) for i in range(5)]
+    pids = [s.put("t", b"%d" % i, 1) for i in range(5)]
     out = sent(s)
     assert [p.pid for p in out] == pids[:2]
     assert feed(s, codec.Ack(codec.PUBACK, pids[1])) == [(codec.PUBACK, pids[1])]
@@ -113,7 +113,7 @@ def test_inflight_window_keeps_order():
 
 def test_qos2_outgoing_flow():
     s = online()
-    pid = s.publish("t", b"x", 2)
+    pid = s.put("t", b"x", 2)
     (p,) = sent(s)
     assert p.qos == 2 and p.pid == pid and not p.dup
     assert feed(s, codec.Ack(codec.PUBREC, pid)) == []
@@ -125,16 +125,16 @@ def test_qos2_outgoing_flow():
 
 def test_retransmit_in_order_with_dup_after_reconnect():
     s = online(sp=False, clean_session=False)
-    a = s.publish("t", b"a", 1)
-    b = s.publish("t", b"b", 2)
-    c = s.publish("t", b"c", 1)
+    a = s.put("t", b"a", 1)
+    b = s.put("t", b"b", 2)
+    c = s.put("t", b"c", 1)
     sent(s)
     feed(s, codec.Ack(codec.PUBREC, b))
     sent(s)
     s.lost(100)
     assert s.state != CONNECTED
-    d = s.publish("t", b"d", 1)  # offline: queued behind the others
-    s.connect(200)
+    d = s.put("t", b"d", 1)  # offline: queued behind the others
+    s.begin(200)
     sent(s)
     feed(s, codec.Connack(True, 0))
     out = sent(s)
@@ -149,25 +149,25 @@ def test_retransmit_in_order_with_dup_after_reconnect():
 
 def test_resubscribe_only_when_session_lost():
     s = online(clean_session=False)
-    s.subscribe("a/#", 1)
-    s.subscribe("b/+", 0)
+    s.sub("a/#", 1)
+    s.sub("b/+", 0)
     assert len(sent(s)) == 2
     s.lost(0)
-    s.connect(0)
+    s.begin(0)
     sent(s)
     feed(s, codec.Connack(True, 0))
     assert sent(s) == []
     s.lost(0)
-    s.subscribe("c", 2)  # made while offline: goes out even with a session present
-    s.unsubscribe("b/+")
-    s.connect(0)
+    s.sub("c", 2)  # made while offline: goes out even with a session present
+    s.unsub("b/+")
+    s.begin(0)
     sent(s)
     feed(s, codec.Connack(True, 0))
     out = sent(s)
     assert [p.type for p in out] == [codec.SUBSCRIBE, codec.UNSUBSCRIBE]
     assert out[0].topics == [("c", 2)] and out[1].filters == ["b/+"]
     s.lost(0)
-    s.connect(0)
+    s.begin(0)
     sent(s)
     feed(s, codec.Connack(False, 0))
     (sub,) = sent(s)
@@ -176,21 +176,21 @@ def test_resubscribe_only_when_session_lost():
 
 def test_offline_queue_bounds():
     s = Session("q", queue_count=3, queue_bytes=100)
-    s.publish("t", b"0", 0)
-    s.publish("t", b"1", 0)
-    s.publish("t", b"2", 1)
-    s.publish("t", b"3", 1)  # full: the oldest QoS 0 goes
+    s.put("t", b"0", 0)
+    s.put("t", b"1", 0)
+    s.put("t", b"2", 1)
+    s.put("t", b"3", 1)  # full: the oldest QoS 0 goes
     assert s.dropped == 1 and s.queued() == 3
-    s.publish("t", b"4", 0)  # full, only QoS 0 left to drop: the oldest one
+    s.put("t", b"4", 0)  # full, only QoS 0 left to drop: the oldest one
     assert s.dropped == 2
-    s.publish("t", b"5", 1)
-    e = raises(MQTTException, s.publish, "t", b"6", 2)
+    s.put("t", b"5", 1)
+    e = raises(MQTTException, s.put, "t", b"6", 2)
     assert "queue full" in str(e)
-    s.publish("t", b"7", 0)  # QoS 0 with nothing to drop: dropped itself, counted
+    s.put("t", b"7", 0)  # QoS 0 with nothing to drop: dropped itself, counted
     assert s.dropped == 4 and s.queued() == 3
-    e = raises(MQTTException, Session("q", queue_bytes=10).publish, "topic", b"too long", 1)
+    e = raises(MQTTException, Session("q", queue_bytes=10).put, "topic", b"too long", 1)
     assert "queue full" in str(e)
-    s.connect(0)
+    s.begin(0)
     sent(s)
     feed(s, codec.Connack(False, 0))
     assert [p.payload for p in sent(s)] == [b"2", b"3", b"5"]
@@ -199,9 +199,9 @@ def test_offline_queue_bounds():
 def test_bytearray_payload_is_copied_when_queued():
     s = Session("q")
     buf = bytearray(b"abc")
-    s.publish("t", buf, 1)
+    s.put("t", buf, 1)
     buf[0] = 0x7A
-    s.connect(0)
+    s.begin(0)
     sent(s)
     feed(s, codec.Connack(False, 0))
     assert sent(s)[0].payload == b"abc"
@@ -209,7 +209,7 @@ def test_bytearray_payload_is_copied_when_queued():
 
 def test_keepalive_ping_and_dead_broker():
     s = online()
-    assert s.timeout(0) == 10000
+    assert s.tick(0) == 10000
     s.tick(9999)
     assert sent(s) == []
     s.tick(10000)
@@ -224,9 +224,9 @@ def test_keepalive_ping_and_dead_broker():
 
 
 def test_connack_timeout():
-    s = Session("x", connect_timeout=5000)
-    s.connect(1000)
-    assert s.timeout(3000) == 3000
+    s = Session("x")
+    s.begin(1000)
+    assert s.tick(3000) == 3000
     s.tick(5999)
     e = raises(MQTTException, s.tick, 6000)
     assert str(e) == "timed out waiting for CONNACK after 5 s"
@@ -240,27 +240,28 @@ def test_backoff_grows_bounded_with_jitter():
         waits.append(s.retry_in(0))
     for w, d in zip(waits, (1000, 2000, 4000, 8000, 8000, 8000, 8000, 8000)):
         assert d // 2 <= w <= d, (w, d)
-    s.connect(0)
+    s.begin(0)
     feed(s, codec.Connack(False, 0))
     s.lost(0)
     assert s.retry_in(0) <= 1000  # a good connection resets the backoff
-    s.disconnect()
+    s.end()
     assert s.retry_in(0) is None
 
 
 def test_dispatch_by_filter_then_default():
     s = online()
     got = []
-    s.subscribe("a/+", 0, lambda t, p, m: got.append(("a", t, p)))
-    s.subscribe("b/#", 0)
-    s.callback = lambda t, p, m: got.append(("default", t, p))
+    s.sub("a/+", 0, lambda t, p, m: got.append(("a", t, p)))
+    s.sub("b/#", 0)
+    s.set_callback(lambda t, p, m: got.append(("default", t, p)))
     for t in ("a/1", "b/2", "a/1/x"):
-        s.dispatch(codec.Publish(t, b"p"))
+        s.receive_data(codec.encode(codec.Publish(t, b"p")))
+    assert s.handle(0) == 3
     assert got == [("a", "a/1", b"p"), ("default", "b/2", b"p"), ("default", "a/1/x", b"p")]
 
 
 def test_bad_topics_and_qos_rejected():
     s = Session("x")
-    raises(codec.MQTTError, s.publish, "a/+", b"x")
-    raises(codec.MQTTError, s.subscribe, "a/#/b")
-    raises(ValueError, s.publish, "a", b"x", 3)
+    raises(codec.MQTTError, s.put, "a/+", b"x")
+    raises(codec.MQTTError, s.sub, "a/#/b")
+    raises(ValueError, s.put, "a", b"x", 3)

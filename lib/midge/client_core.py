@@ -1,11 +1,17 @@
-# The MQTT 3.1.1 client session without I/O (the h11 model): bytes in through receive_data()
-# or read_buffer()/commit(), packets out of next_event(), bytes to send in `out[:nout]`,
-# time passed in as ticks_ms integers. The drivers (client.py, aclient.py) own the sockets.
+# The MQTT 3.1.1 client session without I/O (the h11 model), and everything the blocking
+# (client.py) and asyncio (aclient.py) drivers share: bytes in through receive_data() or
+# read_buffer()/commit(), packets out of next_event() (or handle(), which dispatches them),
+# bytes to send in `out[:nout]` (then sent(now)), time passed in as ticks_ms integers.
+#
+# Output coalesces: packets are appended to `out` and a driver writes them in one go per
+# loop step. When the next packet does not fit, _out() is called first: a driver writes
+# out[:nout] there; the bare session keeps the bytes and grows the buffer.
 #
 # Outgoing QoS 1/2 messages (and messages published while offline) wait in one bounded
-# queue kept in publish order in preallocated lists; at most `max_inflight` of them are on
-# the wire at once. They hold references to the caller's topic/payload (immutable ones; a
-# bytearray payload is copied), so publishing allocates nothing on MicroPython.
+# queue kept in publish order in one preallocated flat list, 4 slots per message: state,
+# packet id, encoded topic, payload. The first `_sent` of them are on the wire (at most
+# max_inflight). Entries hold the caller's immutable topic/payload (a bytearray payload is
+# copied), so publishing allocates nothing on MicroPython.
 import random
 
 from midge import codec, topics
@@ -15,11 +21,11 @@ DISCONNECTED = const(0)
 CONNECTING = const(1)
 CONNECTED = const(2)
 
-# queue entry state bits (besides the QoS in bits 0-1)
-_RETAIN = const(4)
-_SENT = const(8)  # on the wire, waiting for PUBACK/PUBREC (or PUBCOMP once _REL)
-_REL = const(16)  # PUBREC received, PUBREL sent
-_DUP = const(32)  # sent before, on an earlier connection
+# queue entry state: PUBLISH header flags (retain 1, QoS << 1, DUP 8), plus
+_REL = const(16)  # PUBREC received, PUBREL due/sent
+
+
+_WAITS = ("room in the publish queue", "PUBACK/PUBCOMP", "SUBACK", "UNSUBACK")
 
 
 class MQTTException(OSError):
@@ -29,65 +35,106 @@ class MQTTException(OSError):
     """
 
 
+def _str(s):
+    return s if isinstance(s, str) else str(s, "utf-8")
+
+
+def tls_context(ssl, params):
+    """The SSLContext for the `ssl`/`ssl_params` arguments: an SSLContext is used as given;
+    True builds a client context verifying the server against params["cafile"] (or the
+    system store where the runtime has one; MicroPython has none, so no CA file means no
+    verification there)."""
+    if hasattr(ssl, "wrap_socket"):
+        return ssl
+    import ssl as _ssl
+
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    cafile = params.get("cafile") or params.get("ca_certs")
+    if cafile:
+        ctx.load_verify_locations(cafile=cafile)
+        ctx.verify_mode = _ssl.CERT_REQUIRED
+    elif hasattr(ctx, "load_default_certs"):
+        ctx.load_default_certs()
+    else:
+        ctx.verify_mode = _ssl.CERT_NONE
+    return ctx
+
+
 class Session:
     """One client's MQTT state across connections: queue, in-flight window, QoS 2 ids,
-    subscriptions, keepalive and reconnect timing."""
+    subscriptions, keepalive and reconnect timing; where to connect, for the drivers."""
 
     def __init__(
         self,
         client_id,
+        server="127.0.0.1",
+        port=1883,
         user=None,
         password=None,
         keepalive=60,
         clean_session=True,
+        ssl=None,
+        ssl_params=None,
+        reconnect=True,
         max_inflight=8,
         queue_count=16,
         queue_bytes=8192,
         bufsize=256,
-        connect_timeout=5000,
         backoff_min=500,
         backoff_max=30000,
     ):
         self.client_id = client_id
+        self.server = server
+        self.port = port or (8883 if ssl else 1883)
         self.user = user
         self.password = password
         self.keepalive = keepalive
         self.clean_session = clean_session
+        self.ssl = ssl
+        self.ssl_params = ssl_params or {}
+        self.reconnect = reconnect
         self.will = None
         self.max_inflight = max_inflight
         self.queue_bytes = queue_bytes
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = 5000
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.bufsize = bufsize
         self.out = bytearray(bufsize)
-        self._omv = memoryview(self.out)
         self.nout = 0
         self.state = DISCONNECTED
         self.session_present = False
         self.callback = None
         self.subs = []  # [filter, qos, handler, sent] in subscription order
         self._unsubs = []  # filters unsubscribed while offline
-        self._handlers = 0
         self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
         self.dropped = 0  # QoS 0 messages dropped from a full offline queue
-        self._st = [0] * queue_count
-        self._pid = [0] * queue_count
-        self._top = [None] * queue_count
-        self._pay = [None] * queue_count
-        self._n = 0
-        self._qb = 0
-        self._lastpid = 0
-        self._ltopic = self._ltb = None
-        self._tries = 0
-        self._retry_at = 0
+        self.last_error = None  # why the link last broke (str)
+        self.reconnects = 0
+        self._up = False  # between a driver's connect() and disconnect()
+        self._ack = None  # the last SUBACK/UNSUBACK
+        self._q = [None] * (4 * queue_count)  # type: list
+        self._n = self._sent = self._qb = self._lastpid = 0
+        self._lt = None  # the last topic published,
+        self._ltb = b""  # and its checked encoding
+        self._tries = self._retry_at = self._rx = self._tx = self._t0 = 0
         self._ping = False
-        self._rx = self._tx = self._t0 = 0
-        self._dec = None
+
+    @property
+    def connected(self):
+        return self.state == CONNECTED
+
+    def set_will(self, topic, payload, qos=0, retain=False):
+        topics.check_topic(_str(topic))
+        self.will = (topic, payload, qos, retain)
+
+    def set_callback(self, fn):
+        """fn(topic, payload, msg) for messages no per-filter handler took."""
+        self.callback = fn
 
     # ------------------------------------------------------------ connection
 
-    def connect(self, now):
+    def begin(self, now):
         """Start a connection (the transport is open): CONNECT goes into the output."""
         self._dec = codec.Decoder(bufsize=self.bufsize, reuse=True)
         self.nout = 0
@@ -111,7 +158,7 @@ class Session:
             )
         )
 
-    def disconnect(self):
+    def end(self):
         """A clean goodbye: DISCONNECT goes into the output; no reconnect after it."""
         if self.state == CONNECTED:
             self._append(codec.DISCONNECT_BYTES)
@@ -122,8 +169,7 @@ class Session:
         """The transport broke: forget the connection, plan the next attempt (backoff with
         jitter); the queue, in-flight messages and subscriptions stay."""
         self.state = DISCONNECTED
-        self.nout = 0
-        self._dec = None
+        self.nout = self._sent = 0
         d = min(self.backoff_max, self.backoff_min << min(self._tries, 16))
         self._tries += 1
         self._retry_at = now + d // 2 + random.getrandbits(16) * (d // 2) // 65535
@@ -134,46 +180,43 @@ class Session:
             return None
         return max(0, ticks_diff(self._retry_at, now))
 
-    def timeout(self, now):
-        """ms until tick() has something to do; -1 when nothing is timed."""
-        if self.state == CONNECTING:
-            return max(0, self.connect_timeout - ticks_diff(now, self._t0))
-        if self.state != CONNECTED or not self.keepalive:
-            return -1
-        ka = self.keepalive * 1000
-        rx = ticks_diff(now, self._rx)
-        t = ka * 3 // 2 - rx
-        if not self._ping:
-            t = min(t, ka - rx, ka - ticks_diff(now, self._tx))
-        return max(0, t)
-
     def tick(self, now):
-        """Timers: PINGREQ when idle; MQTTException when CONNACK or the broker is overdue."""
+        """Run the timers: PINGREQ when idle, MQTTException when CONNACK or the broker is
+        overdue. Returns ms until the next timer is due (-1: none)."""
         if self.state == CONNECTING:
-            if ticks_diff(now, self._t0) >= self.connect_timeout:
+            t = self.connect_timeout - ticks_diff(now, self._t0)
+            if t <= 0:
                 raise MQTTException(
                     "timed out waiting for CONNACK after %d s" % (self.connect_timeout // 1000)
                 )
-        elif self.state == CONNECTED and self.keepalive:
-            ka = self.keepalive * 1000
-            rx = ticks_diff(now, self._rx)
-            if rx >= ka * 3 // 2:
-                raise MQTTException(
-                    "no answer from the broker for %d s (keepalive %d s)"
-                    % (rx // 1000, self.keepalive)
-                )
-            if not self._ping and (rx >= ka or ticks_diff(now, self._tx) >= ka):
-                self._append(codec.PINGREQ_BYTES)
-                self._ping = True
+            return t
+        ka = self.keepalive * 1000
+        if self.state != CONNECTED or not ka:
+            return -1
+        rx = ticks_diff(now, self._rx)
+        dead = ka * 3 // 2 - rx
+        if dead <= 0:
+            raise MQTTException(
+                "no answer from the broker for %d s (keepalive %d s)" % (rx // 1000, ka // 1000)
+            )
+        if not self._ping:
+            t = ka - max(rx, ticks_diff(now, self._tx))
+            if t > 0:
+                return min(t, dead)
+            self._append(codec.PINGREQ_BYTES)
+            self._ping = True
+        return dead
 
     def ping(self):
         self._append(codec.PINGREQ_BYTES)
 
     def sent(self, now):
-        """The driver wrote out[:nout]; the next queued message may now be in out."""
+        """out[:nout] was written."""
         self.nout = 0
         self._tx = now
-        self._pump()
+
+    def _out(self):
+        """The driver's hook: write out[:nout] now, then call sent()."""
 
     # ------------------------------------------------------------ input
 
@@ -191,9 +234,10 @@ class Session:
         """The next packet the application cares about, or None when more bytes are needed.
 
         Returns Connack, Publish (a new message: deliver it; QoS 2 duplicates are answered
-        here and never returned), Ack (PUBACK/PUBCOMP: an outgoing message is complete; a
-        reused object), Suback or Ack(UNSUBACK). Acknowledgements go into the output.
-        Raises MQTTException for a refused connection or a malformed/unexpected packet.
+        here and never returned), Ack (PUBACK/PUBCOMP: an outgoing message is complete),
+        Suback or Ack(UNSUBACK); Publish and Ack are reused objects, valid until the next
+        call. Acknowledgements go into the output. Raises MQTTException for a refused
+        connection or a malformed/unexpected packet.
         """
         while True:
             try:
@@ -213,9 +257,9 @@ class Session:
             if t == codec.PUBLISH:
                 q = p.qos
                 if q == 1:
-                    self._ack(codec.PUBACK, p.pid)
+                    self._pid(0x40, p.pid)
                 elif q == 2:
-                    self._ack(codec.PUBREC, p.pid)
+                    self._pid(0x50, p.pid)
                     if p.pid in self._qos2_in:
                         continue
                     self._qos2_in.append(p.pid)
@@ -223,7 +267,7 @@ class Session:
             if t == codec.PUBREL:
                 if p.pid in self._qos2_in:
                     self._qos2_in.remove(p.pid)
-                self._ack(codec.PUBCOMP, p.pid)
+                self._pid(0x70, p.pid)
                 continue
             if t == codec.PINGRESP:
                 self._ping = False
@@ -234,20 +278,68 @@ class Session:
                 break
             # PUBACK, PUBREC, PUBCOMP for an outgoing message
             k = self._find(p.pid)
-            if k < 0:
+            if k < 0 or k >= self._sent:
                 continue  # a late answer for a message already complete
-            st = self._st[k]
+            q = self._q
+            st = q[4 * k]
             if t == codec.PUBREC:
-                if st & 3 == 2:
-                    self._st[k] = st | _REL
-                    self._ack(codec.PUBREL, p.pid)
+                if st & 6 == 4:
+                    q[4 * k] = st | _REL
+                    self._pid(0x62, p.pid)
                 continue
-            if (st & 3) != (1 if t == codec.PUBACK else 2):
+            if st & 6 != (2 if t == codec.PUBACK else 4):
                 continue
             self._remove(k)
             self._pump()
             return p
         raise MQTTException("unexpected packet type %d from the broker" % t)
+
+    def handle(self, now):
+        """Take every whole packet received: messages go to the handlers of every matching
+        filter, else to `callback` as fn(topic, payload, msg). Returns how many came."""
+        n = 0
+        while True:
+            p = self.next_event(now)
+            if p is None:
+                return n
+            t = p.type
+            if t == codec.PUBLISH:
+                n += 1
+                hit = False
+                for s in self.subs:
+                    if s[2] is not None and topics.matches(s[0], p.topic):
+                        s[2](p.topic, p.payload, p)
+                        hit = True
+                if not hit and self.callback is not None:
+                    self.callback(p.topic, p.payload, p)
+            elif t == codec.SUBACK or t == codec.UNSUBACK:
+                self._ack = p
+
+    def _waiting(self, kind, arg, timeout, spent):
+        # A driver's wait (kind: an index of _WAITS) after `spent` of `timeout` ms: ms left
+        # while it must go on, 0 when it is over; MQTTException when the time is up.
+        if kind == 0:
+            w = self._n and not self.room(arg)
+        elif kind == 1:
+            w = self._find(arg) >= 0
+        else:
+            a = self._ack
+            w = self.state == CONNECTED and (a is None or a.pid != arg)
+        if not w:
+            return 0
+        if spent >= timeout:
+            raise MQTTException("timed out waiting for %s after %d ms" % (_WAITS[kind], timeout))
+        return timeout - spent
+
+    def _granted(self, filt, pid):
+        # The QoS in the SUBACK for pid; a refusal forgets the filter and raises.
+        ack = self._ack
+        if ack is None or ack.pid != pid:
+            return None
+        if ack.codes[0] == 0x80:
+            self.forget(filt)
+            raise MQTTException("subscription to %r refused by the broker" % filt)
+        return ack.codes[0]
 
     def _connack(self, p):
         rc = p.return_code
@@ -261,16 +353,13 @@ class Session:
             self._qos2_in = []
         filters = [(s[0], s[1]) for s in self.subs if not (sp and s[3])]
         if filters:
-            self._subscribe(filters)
+            self._append(codec.encode(codec.Subscribe(self._newpid(), filters)))
             for s in self.subs:
                 s[3] = True
         if sp and self._unsubs:
-            self._unsubscribe(self._unsubs)
+            self._append(codec.encode(codec.Unsubscribe(self._newpid(), self._unsubs)))
         self._unsubs = []
-        for k in range(self._n):  # everything on the wire before goes again, in order
-            st = self._st[k]
-            if st & _SENT:
-                self._st[k] = (st & ~_SENT) | _DUP
+        self._sent = 0  # everything on the wire before goes again, in order
         self._pump()
         return p
 
@@ -280,10 +369,13 @@ class Session:
         """Make room for n more output bytes; return the index to write at."""
         i = self.nout
         if i + n > len(self.out):
-            new = bytearray(max(2 * len(self.out), i + n))
-            new[0:i] = self._omv[0:i]
-            self.out = new
-            self._omv = memoryview(new)
+            if i:
+                self._out()
+                i = self.nout
+            if i + n > len(self.out):
+                new = bytearray(i + n + self.bufsize)
+                new[0:i] = memoryview(self.out)[0:i]
+                self.out = new
         return i
 
     def _append(self, data):
@@ -291,57 +383,71 @@ class Session:
         self.out[i : i + len(data)] = data
         self.nout = i + len(data)
 
-    def _ack(self, t, pid):
+    def _pid(self, b0, pid):
+        # A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP with first byte b0.
         i = self._grow(4)
         b = self.out
-        b[i] = (t << 4) | (2 if t == codec.PUBREL else 0)
+        b[i] = b0
         b[i + 1] = 2
         b[i + 2] = pid >> 8
         b[i + 3] = pid & 255
         self.nout = i + 4
 
-    def _emit(self, st, pid, topic, payload):
-        size = codec.publish_size(len(topic), len(payload), st & 3)
-        i = self._grow(size)
-        buf = self._omv[i:] if i else self.out  # no slice (no allocation) when empty
-        self.nout = i + codec.encode_publish(
-            buf, topic, payload, st & 3, st & _RETAIN, st & _DUP, pid
-        )
+    def _emit(self, st, pid, tb, pay):
+        # PUBLISH with header flags st (written here: codec.encode_publish writes at buf[0]
+        # only, and a memoryview at an offset would cost 32 B per publish on MicroPython).
+        tl = len(tb)
+        pl = len(pay)
+        rl = tl + pl + (4 if st & 6 else 2)
+        i = self._grow(rl + 5)
+        b = self.out
+        b[i] = 0x30 | (st & 15)
+        i += 1
+        while rl > 127:
+            b[i] = rl & 127 | 128
+            rl >>= 7
+            i += 1
+        b[i] = rl
+        b[i + 1] = tl >> 8
+        b[i + 2] = tl & 255
+        i += 3
+        b[i : i + tl] = tb
+        i += tl
+        if st & 6:
+            b[i] = pid >> 8
+            b[i + 1] = pid & 255
+            i += 2
+        b[i : i + pl] = pay
+        self.nout = i + pl
 
-    def _topic(self, topic):
-        # The checked, encoded topic; cached for the same (immutable) object published again.
-        if topic is self._ltopic:
-            return self._ltb
-        s = topic if isinstance(topic, str) else str(topic, "utf-8")
-        topics.check_topic(s)
-        tb = s.encode()
-        if isinstance(topic, (str, bytes)):
-            self._ltopic = topic
-            self._ltb = tb
-        return tb
-
-    def publish(self, topic, payload, qos=0, retain=False):
+    def put(self, topic, payload, qos=0, retain=False):
         """Send or queue one message; return its packet id (0 for QoS 0).
 
-        QoS 0 goes out at once when connected; otherwise the message is queued (offline
-        QoS 0 messages are dropped oldest-first when the queue is full, counted in
+        QoS 0 goes into the output at once when connected; otherwise the message is queued
+        (offline QoS 0 messages are dropped oldest-first when the queue is full, counted in
         `dropped`). QoS 1/2 raise MQTTException when the queue is full (see room()).
         """
-        tb = self._topic(topic)
-        if not 0 <= qos <= 2:
-            raise ValueError("QoS must be 0, 1 or 2")
-        st = qos | (_RETAIN if retain else 0)
+        if topic != self._lt:
+            s = _str(topic)
+            topics.check_topic(s)
+            self._ltb = s.encode()
+            if len(self._ltb) > 65535:
+                raise ValueError("topic over 65535 bytes")
+            self._lt = topic if isinstance(topic, (str, bytes)) else s
         if isinstance(payload, str):
             payload = payload.encode()
+        st = 1 if retain else 0
         if not qos and self.state == CONNECTED:
-            self._emit(st, 0, tb, payload)
+            self._emit(st, 0, self._ltb, payload)
             return 0
+        if not 0 <= qos <= 2:
+            raise ValueError("QoS must be 0, 1 or 2")
         if not isinstance(payload, bytes):
             payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
-        size = len(tb) + len(payload)
-        while self._n == len(self._st) or self._qb + size > self.queue_bytes:
-            k = 0
-            while k < self._n and self._st[k] & 3:
+        size = len(self._ltb) + len(payload)
+        while not self.room(size):
+            k = self._sent
+            while k < self._n and self._q[4 * k] & 6:
                 k += 1
             if k == self._n:  # no QoS 0 message to drop
                 if not qos:
@@ -354,19 +460,20 @@ class Session:
             self._remove(k)
             self.dropped += 1
         pid = self._newpid() if qos else 0
-        k = self._n
-        self._st[k] = st
-        self._pid[k] = pid
-        self._top[k] = tb
-        self._pay[k] = payload
-        self._n = k + 1
+        j = 4 * self._n
+        q = self._q
+        q[j] = st | qos << 1
+        q[j + 1] = pid
+        q[j + 2] = self._ltb
+        q[j + 3] = payload
+        self._n += 1
         self._qb += size
         self._pump()
         return pid
 
     def room(self, size):
-        """True when a QoS 1/2 message of `size` topic+payload bytes fits the queue now."""
-        return self._n < len(self._st) and self._qb + size <= self.queue_bytes
+        """True when a message of `size` topic+payload bytes fits the queue now."""
+        return 4 * self._n < len(self._q) and self._qb + size <= self.queue_bytes
 
     def pending(self, pid):
         """True while the outgoing message with this packet id is not complete."""
@@ -378,50 +485,41 @@ class Session:
 
     def _pump(self):
         # Put queued messages on the wire in order, keeping at most max_inflight in flight.
-        if self.state != CONNECTED:
-            return
-        fly = 0
-        for k in range(self._n):
-            if self._st[k] & _SENT:
-                fly += 1
-        k = 0
-        while k < self._n:
-            st = self._st[k]
-            if not st & _SENT:
-                if st & _REL:
-                    self._ack(codec.PUBREL, self._pid[k])
-                elif fly >= self.max_inflight or self.nout:
-                    return  # window full, or one PUBLISH per write: sent() pumps again
-                else:
-                    self._emit(st, self._pid[k], self._top[k], self._pay[k])
-                if not st & 3:
-                    self._remove(k)
-                    continue
-                self._st[k] = st | _SENT
-                fly += 1
-            k += 1
+        q = self._q
+        k = self._sent
+        while k < self._n and k < self.max_inflight and self.state == CONNECTED:
+            j = 4 * k
+            st = q[j]
+            if st & _REL:
+                self._pid(0x62, q[j + 1])
+            else:
+                self._emit(st, q[j + 1], q[j + 2], q[j + 3])
+            if st & 6:
+                q[j] = st | 8  # DUP if it ever goes again
+                k += 1
+            else:
+                self._remove(k)  # a QoS 0 message queued offline: gone once written
+        self._sent = k
 
     def _find(self, pid):
+        q = self._q
         for k in range(self._n):
-            if self._pid[k] == pid:
+            if q[4 * k + 1] == pid:
                 return k
         return -1
 
     def _remove(self, k):
-        n = self._n - 1
-        self._qb -= len(self._top[k]) + len(self._pay[k])
-        st = self._st
-        pi = self._pid
-        to = self._top
-        pa = self._pay
-        for j in range(k, n):
-            st[j] = st[j + 1]
-            pi[j] = pi[j + 1]
-            to[j] = to[j + 1]
-            pa[j] = pa[j + 1]
-        st[n] = pi[n] = 0
-        to[n] = pa[n] = None
-        self._n = n
+        q = self._q
+        j = 4 * k
+        self._qb -= len(q[j + 2]) + len(q[j + 3])
+        self._n -= 1
+        e = 4 * self._n
+        while j < e:
+            q[j] = q[j + 4]
+            j += 1
+        q[e] = q[e + 1] = q[e + 2] = q[e + 3] = None
+        if k < self._sent:
+            self._sent -= 1
 
     def _newpid(self):
         while True:
@@ -432,57 +530,35 @@ class Session:
 
     # ------------------------------------------------------------ subscriptions
 
-    def subscribe(self, filt, qos=0, handler=None):
+    def sub(self, filt, qos=0, handler=None):
         """Remember a subscription (it survives reconnects); when connected, SUBSCRIBE goes
         into the output and its packet id is returned (else 0)."""
+        filt = _str(filt)
         topics.check_filter(filt)
         if not 0 <= qos <= 2:
             raise ValueError("QoS must be 0, 1 or 2")
         self.forget(filt)
-        if handler is not None:
-            self._handlers += 1
         on = self.state == CONNECTED
         self.subs.append([filt, qos, handler, on])
-        return self._subscribe([(filt, qos)]) if on else 0
+        if not on:
+            return 0
+        pid = self._newpid()
+        self._append(codec.encode(codec.Subscribe(pid, [(filt, qos)])))
+        return pid
 
-    def unsubscribe(self, filt):
+    def unsub(self, filt):
         """Forget a subscription; UNSUBSCRIBE goes out now or after the next reconnect."""
         self.forget(filt)
-        if self.state == CONNECTED:
-            return self._unsubscribe([filt])
-        self._unsubs.append(filt)
-        return 0
+        if self.state != CONNECTED:
+            self._unsubs.append(filt)
+            return 0
+        pid = self._newpid()
+        self._append(codec.encode(codec.Unsubscribe(pid, [filt])))
+        return pid
 
     def forget(self, filt):
         """Drop a subscription record without telling the broker."""
         for s in self.subs:
             if s[0] == filt:
                 self.subs.remove(s)
-                if s[2] is not None:
-                    self._handlers -= 1
                 return
-
-    def _subscribe(self, filters):
-        pid = self._newpid()
-        self._append(codec.encode(codec.Subscribe(pid, filters)))
-        return pid
-
-    def _unsubscribe(self, filters):
-        pid = self._newpid()
-        self._append(codec.encode(codec.Unsubscribe(pid, filters)))
-        return pid
-
-    def dispatch(self, msg):
-        """Hand a message to the handlers of every matching filter, else to `callback`
-        as fn(topic, payload, msg)."""
-        topic = msg.topic
-        if self._handlers:
-            hit = False
-            for s in self.subs:
-                if s[2] is not None and topics.matches(s[0], topic):
-                    s[2](topic, msg.payload, msg)
-                    hit = True
-            if hit:
-                return
-        if self.callback is not None:
-            self.callback(topic, msg.payload, msg)

@@ -7,7 +7,7 @@ from midge.client import Client, MQTTException
 __all__ = ("MQTTClient", "MQTTException")
 
 
-class MQTTClient:
+class MQTTClient(Client):
     def __init__(
         self,
         client_id,
@@ -19,72 +19,36 @@ class MQTTClient:
         ssl=None,
         ssl_params={},  # noqa: B006  (umqtt's signature; never mutated)
     ):
-        if isinstance(client_id, bytes):
-            client_id = str(client_id, "utf-8")
-        self.client_id = client_id
-        self.server = server
-        self.port = port
-        self.user = user
-        self.pswd = password
-        self.keepalive = keepalive
-        self.ssl = ssl
-        self.ssl_params = ssl_params
-        self.cb = None
-        self._will = None
-        self._c = None
-
-    @property
-    def sock(self):
-        return self._c.sock if self._c else None
+        Client.__init__(
+            self, client_id, server, port, user, password, keepalive, True, ssl, ssl_params, False
+        )
 
     def set_callback(self, f):
         """f(topic, msg), both bytes, as in umqtt."""
-        self.cb = f
+        self.callback = lambda t, p, m: f(t.encode(), p)
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        self._will = (topic, msg, qos, retain)
+        self.set_will(topic, msg, qos, retain)
 
     def connect(self, clean_session=True, timeout=None):
-        c = self._c = Client(
-            self.client_id,
-            self.server,
-            self.port,
-            self.user,
-            self.pswd,
-            self.keepalive,
-            clean_session,
-            self.ssl,
-            self.ssl_params,
-            reconnect=False,
-        )
-        if self._will:
-            c.set_will(*self._will)
-        c.set_callback(self._deliver)
-        return c.connect(int(timeout * 1000) if timeout else 5000)
-
-    def _deliver(self, topic, payload, msg):
-        if self.cb is not None:
-            self.cb(topic.encode(), payload)
-
-    def disconnect(self):
-        self._c.disconnect()
-
-    def ping(self):
-        self._c.ping()
+        self.clean_session = clean_session
+        return Client.connect(self, int(timeout * 1000) if timeout else 5000)
 
     def publish(self, topic, msg, retain=False, qos=0):
-        """QoS 1 and 2 return once acknowledged, as in umqtt."""
-        self._c.publish(topic, msg, qos, retain, True)
+        """Written at once; QoS 1 and 2 return once acknowledged, as in umqtt."""
+        Client.publish(self, topic, msg, qos, retain, True)
+
+    def ping(self):
+        Client.ping(self)
+        self._send()
 
     def subscribe(self, topic, qos=0):
-        if isinstance(topic, bytes):
-            topic = str(topic, "utf-8")
-        self._c.subscribe(topic, qos)
+        Client.subscribe(self, topic, qos)
 
     def wait_msg(self):
         """Block until something arrives (or a keepalive ping is due) and handle it."""
-        self._c.loop(-1)
+        self.loop(-1)
 
     def check_msg(self):
         """Handle whatever has arrived, without blocking."""
-        self._c.loop(0)
+        self.loop(0)

@@ -94,7 +94,7 @@ def test_publisher_link_cut_loses_nothing(broker_port, proxy, qos, direction, pt
     sent = [b"%d" % i for i in range(10)]
     for p in sent:
         c.publish(topic, p, qos)
-    assert run([c], lambda: not c.core.queued() and c.reconnects)
+    assert run([c], lambda: not c.queued() and c.reconnects)
     got = peer.wait(10)
     peer.close()
     c.disconnect()
@@ -166,7 +166,7 @@ def test_resubscribes_only_when_the_session_is_gone(broker_port, proxy, clean):
     proxy.cut_at("up", PINGREQ, after=False)
     c.ping()
     assert run([c], lambda: c.reconnects == 1 and c.connected)
-    assert c.core.session_present is (not clean)
+    assert c.session_present is (not clean)
     peer = Peer(broker_port)
     peer.publish(topic, b"after", 1)
     assert run([c], lambda: got == [b"after"])
@@ -203,8 +203,8 @@ def test_broker_restart():
         m2.port = m.port
         m = m2.start()
         assert run([c], lambda: c.connected)
-        assert not c.core.session_present  # a fresh broker: subscribed again
-        assert run([c], lambda: got == [b"queued while down"] and not c.core.pending(pid))
+        assert not c.session_present  # a fresh broker: subscribed again
+        assert run([c], lambda: got == [b"queued while down"] and not c.pending(pid))
         c.disconnect()
     finally:
         m.stop()
@@ -287,7 +287,7 @@ def test_refused_subscription_raises():
     c.connect()
     with pytest.raises(MQTTException, match="subscription to 'a/b' refused by the broker"):
         c.subscribe("a/b", 1)
-    assert c.core.subs == []
+    assert c.subs == []
     b.close()
 
 
