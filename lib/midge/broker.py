@@ -7,97 +7,38 @@ import asyncio
 import gc
 import sys
 
+import midge
 from midge import broker_core
-from midge.compat import MICROPYTHON, mem_alloc, ticks_ms
+from midge.broker_sess import is_loopback, peer_name
+from midge.compat import MICROPYTHON, const, mem_alloc, mem_free, ticks_ms
 
-USAGE = "usage: broker [--host HOST] [--port PORT] [--config FILE] [-v]"
-
-
-class UsageError(Exception):
-    pass
+_SMALL_HEAP = const(262144)  # a heap under this gets frequent collections (see ticker)
+_LOW_HEAP = const(32768)  # bytes free under which each new client starts with gc.collect()
 
 
 def parse_args(argv):
     """{'host', 'port', 'config', 'verbose'}; host/port None when not given."""
-    o = {"host": None, "port": None, "config": None, "verbose": False}
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a in ("-v", "--verbose"):
-            o["verbose"] = True
-        elif a in ("-h", "--help"):
-            raise UsageError(USAGE)
-        elif a in ("--host", "--port", "--config", "-c", "-p"):
-            if i + 1 >= len(argv):
-                raise UsageError("%s needs a value\n%s" % (a, USAGE))
-            i += 1
-            v = argv[i]
-            if a in ("--port", "-p"):
-                try:
-                    v = int(v)
-                except ValueError:
-                    v = -1
-                if not 0 <= v < 65536:
-                    raise UsageError("--port %r is not a port number" % argv[i])
-                o["port"] = v
-            else:
-                o["config" if a in ("--config", "-c") else "host"] = v
-        else:
-            raise UsageError("unknown argument %r\n%s" % (a, USAGE))
-        i += 1
-    return o
-
-
-def is_loopback(host):
-    if isinstance(host, (bytes, bytearray)):  # MicroPython unix sockaddr_in: family, port, addr
-        return len(host) >= 8 and host[4] == 127
-    if isinstance(host, tuple):
-        host = host[0]
-    return host in ("localhost", "::1") or str(host).startswith("127.")
-
-
-def peer_name(addr):
-    if isinstance(addr, (bytes, bytearray)) and len(addr) >= 8:
-        return "%d.%d.%d.%d:%d" % (addr[4], addr[5], addr[6], addr[7], addr[2] << 8 | addr[3])
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return "%s:%s" % (addr[0], addr[1])
-    return str(addr)
+    return _conf("parse_args", argv)
 
 
 def setup(opts, log):
-    """(core, listeners, store) from parsed options and the config file; ValueError-like
-    exceptions (ConfigError, AuthError, UsageError) carry one-line messages."""
+    """(core, listeners, store) from parsed options and the config file; the exceptions
+    (ConfigError, AuthError, UsageError, OSError) carry one-line messages."""
+    return _conf("setup", opts, log)
+
+
+def _conf(fn, *args):
+    # brokerconf's code is only needed at start-up: unloaded afterwards (7 KB of a board's heap)
     from midge import brokerconf
 
-    conf = brokerconf.load(opts["config"]) if opts["config"] else {}
-    listeners = conf.pop("listeners", None) or [("127.0.0.1", 1883)]
-    if opts["host"] is not None or opts["port"] is not None:
-        h0, p0 = listeners[0]
-        listeners = [(opts["host"] or h0, p0 if opts["port"] is None else opts["port"])]
-    for host, port in listeners:
-        if not is_loopback(host) and conf.get("allow_anonymous") is not True:
-            if not conf.get("password_file"):
-                raise UsageError(
-                    "refusing to listen on %s:%d: anonymous access is loopback-only by default;"
-                    " set `allow_anonymous true` or a `password_file` in the config" % (host, port)
-                )
-    auth = None
-    if conf.get("password_file") or conf.get("acl_file"):
-        from midge import auth as authmod
-
-        auth = authmod.Auth(conf.get("password_file"), conf.get("acl_file"))
-    core = broker_core.Broker(conf, auth, log, ticks_ms())
-    store = None
-    if conf.get("persistence"):
-        from midge import persist
-
-        path = conf.get("persistence_file") or "midge.db"
-        loc = conf.get("persistence_location")
-        if loc:
-            path = loc.rstrip("/") + "/" + path
-        store = persist.Store(path, core, log)
-        store.restore(ticks_ms())
-    return core, listeners, store
+    try:
+        return getattr(brokerconf, fn)(*args)
+    finally:
+        sys.modules.pop("midge.brokerconf", None)
+        try:
+            delattr(midge, "brokerconf")
+        except AttributeError:
+            pass
 
 
 def make_log(verbose):
@@ -122,6 +63,11 @@ class Server:
     async def client(self, r, w):
         core = self.core
         addr = w.get_extra_info("peername")
+        free = mem_free()
+        if free is not None and free < _LOW_HEAP:
+            # a small heap: free the garbage first, so that this client's long-lived objects
+            # fill the holes it leaves instead of fragmenting the rest of the heap
+            gc.collect()
         try:
             c = core.connect(peer_name(addr), is_loopback(addr), ticks_ms())
         except MemoryError:
@@ -149,8 +95,10 @@ class Server:
                     self.flush()
             except asyncio.CancelledError:
                 pass
+            except MemoryError:
+                core.log(broker_core.WARN, "%s: out of memory, connection closed" % c.peer)
             except Exception as e:  # a reset socket or a bug: this client only
-                if c.closing is None:
+                if c.closing is None and core.verbose:
                     core.log(broker_core.INFO, "%s: %r" % (c.peer, e))
             c.task = None
             core.closed(c, ticks_ms())
@@ -206,6 +154,11 @@ class Server:
     async def ticker(self):
         core = self.core
         board = mem_alloc() is not None  # a small heap: collect once a second, $SYS exact
+        free = mem_free()
+        if free is not None and free < _SMALL_HEAP:
+            # collect after every few KB allocated: garbage is freed while it is still low in
+            # the heap, so new objects fill its holes instead of spreading over the free space
+            gc.threshold(free // 16)
         while True:
             await asyncio.sleep(1)
             try:
@@ -220,8 +173,26 @@ class Server:
                 core.log(broker_core.WARN, "out of memory in housekeeping")
 
 
+def _presize_poller(n):
+    # MicroPython's asyncio keeps the sockets it waits on in a dict and in its poll object's
+    # table: both grown to n entries now, while the heap is whole; grown later, with ~22
+    # clients connected, they ask for 464 contiguous bytes that a 128K heap no longer has.
+    q = getattr(getattr(asyncio, "core", None), "_io_queue", None)
+    if q is None or q.map:
+        return  # CPython, or already in use
+    q.map = broker_core.sized(n)
+    try:
+        for fd in range(1000, 1000 + n):  # never polled: unregistered at once
+            q.poller.register(fd)
+        for fd in range(1000, 1000 + n):
+            q.poller.unregister(fd)
+    except (TypeError, ValueError, OSError):
+        pass  # a port that only polls streams: its table grows with the clients
+
+
 async def serve(core, listeners, store, ready=None):
     srv = Server(core, store)
+    _presize_poller(40)
     servers = []
     for host, port in listeners:
         servers.append(await asyncio.start_server(srv.client, host, port, backlog=128))

@@ -27,6 +27,17 @@ DEFAULTS = {
 }
 
 
+def sized(n):
+    """An empty dict whose table already has room for n entries (grown while the heap is
+    whole: later, a fragmented heap may not have one free block of that size)."""
+    d = {}
+    for i in range(n):
+        d[i] = None
+    for i in range(n):
+        del d[i]
+    return d
+
+
 class Broker(Protocol):
     def __init__(self, conf=None, auth=None, log=None, now=0):
         c = dict(DEFAULTS)
@@ -35,6 +46,7 @@ class Broker(Protocol):
         self.conf = c
         self.auth = auth
         self.log = log or (lambda level, msg: None)  # level WARN (always shown) or INFO
+        self.verbose = False  # INFO lines are only formatted (and logged) when set
         self.max_inflight = c["max_inflight_messages"] or 65535
         self.max_queued = c["max_queued_messages"]
         self.max_qbytes = c["max_queued_bytes"]
@@ -123,7 +135,8 @@ class Broker(Protocol):
         if exp:
             for s in list(self.sessions.values()):
                 if s.conn is None and ticks_diff(now, s.gone) > exp:
-                    self.log(INFO, "session %s expired" % s.cid)
+                    if self.verbose:
+                        self.log(INFO, "session %s expired" % s.cid)
                     self._drop_session(s)
         iv = self.conf["sys_interval"]
         if iv > 0 and ticks_diff(now, self.next_sys) >= 0:
@@ -149,7 +162,8 @@ class Broker(Protocol):
             c.queued = True
             self.pending.append(c)
         s = c.sess
-        self.log(level, "closed %s (%s): %s" % (s.cid if s else "-", c.peer, reason))
+        if level == WARN or self.verbose:
+            self.log(level, "closed %s (%s): %s" % (s.cid if s else "-", c.peer, reason))
         if will and c.will is not None:
             m = c.will
             c.will = None

@@ -77,12 +77,13 @@ class Protocol:
         c.ka = p.keepalive * 1500
         if p.will_topic is not None:
             c.will = Msg(p.will_topic, p.will_payload or b"", p.will_qos, p.will_retain)
-        self._send(c, codec.encode(codec.Connack(present, 0)))
-        self.log(
-            INFO,
-            "connected %s (%s) clean=%d keepalive=%d"
-            % (cid, c.peer, 1 if p.clean_session else 0, p.keepalive),
-        )
+        self._send(c, b"\x20\x02\x01\x00" if present else b"\x20\x02\x00\x00")  # CONNACK
+        if self.verbose:
+            self.log(
+                INFO,
+                "connected %s (%s) clean=%d keepalive=%d"
+                % (cid, c.peer, 1 if p.clean_session else 0, p.keepalive),
+            )
         if present:
             self._resume(c, s)
         self._changed(s)

@@ -7,8 +7,9 @@ WARN = const(1)  # log levels: always shown
 INFO = const(2)  # shown with -v
 
 
-def _head(tb, plen, flags, qos):
+def _head(topic, plen, flags, qos):
     """Fixed header + topic of a PUBLISH (the packet id and payload follow)."""
+    tb = topic.encode()
     n = 2 + len(tb) + plen + (2 if qos else 0)
     h = bytearray((0x30 | flags,))
     while True:
@@ -31,20 +32,17 @@ class Msg:
         self.payload = payload
         self.qos = qos
         self.retain = retain
-        self.tb = topic.encode()
-        self.h = None  # cached [head for QoS 0, 1, 2] of live (retain=0) deliveries
+        self.h = None  # head of the last live (retain=0) delivery, at QoS self.hq
+        self.hq = 0
 
     def head(self, qos, retain=False, dup=False):
         if retain or dup:
             flags = qos << 1 | (1 if retain else 0) | (8 if dup else 0)
-            return _head(self.tb, len(self.payload), flags, qos)
-        h = self.h
-        if h is None:
-            h = self.h = [None, None, None]
-        b = h[qos]
-        if b is None:
-            b = h[qos] = _head(self.tb, len(self.payload), qos << 1, qos)
-        return b
+            return _head(self.topic, len(self.payload), flags, qos)
+        if self.h is None or self.hq != qos:  # one cached: subscribers mostly share a QoS
+            self.h = _head(self.topic, len(self.payload), qos << 1, qos)
+            self.hq = qos
+        return self.h
 
 
 class Session:
@@ -91,3 +89,19 @@ class Conn:
         self.io = None  # the driver's writer/transport
         self.task = None  # the driver's reader task, if it has one
         self.draining = False  # the driver is waiting for the socket to take a backlog
+
+
+def is_loopback(host):
+    if isinstance(host, (bytes, bytearray)):  # MicroPython unix sockaddr_in: family, port, addr
+        return len(host) >= 8 and host[4] == 127
+    if isinstance(host, tuple):
+        host = host[0]
+    return host in ("localhost", "::1") or str(host).startswith("127.")
+
+
+def peer_name(addr):
+    if isinstance(addr, (bytes, bytearray)) and len(addr) >= 8:
+        return "%d.%d.%d.%d:%d" % (addr[4], addr[5], addr[6], addr[7], addr[2] << 8 | addr[3])
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return "%s:%s" % (addr[0], addr[1])
+    return str(addr)

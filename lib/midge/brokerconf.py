@@ -1,5 +1,9 @@
 # Broker configuration in mosquitto.conf style: one "option value" per line, '#' comments.
 # Only what midge supports is accepted; anything else is one ConfigError naming file:line.
+# Also the command line and the broker's start-up: all of it is unloaded once the broker runs.
+from midge import broker_core
+from midge.broker_sess import is_loopback
+from midge.compat import ticks_ms
 
 _BOOL = 0
 _INT = 1
@@ -108,3 +112,75 @@ def load(path):
     except OSError as e:
         raise ConfigError("%s: cannot read config file (%s)" % (path, e))
     return parse(text, path)
+
+
+USAGE = "usage: broker [--host HOST] [--port PORT] [--config FILE] [-v]"
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv):
+    """{'host', 'port', 'config', 'verbose'}; host/port None when not given."""
+    o = {"host": None, "port": None, "config": None, "verbose": False}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-v", "--verbose"):
+            o["verbose"] = True
+        elif a in ("-h", "--help"):
+            raise UsageError(USAGE)
+        elif a in ("--host", "--port", "--config", "-c", "-p"):
+            if i + 1 >= len(argv):
+                raise UsageError("%s needs a value\n%s" % (a, USAGE))
+            i += 1
+            v = argv[i]
+            if a in ("--port", "-p"):
+                try:
+                    v = int(v)
+                except ValueError:
+                    v = -1
+                if not 0 <= v < 65536:
+                    raise UsageError("--port %r is not a port number" % argv[i])
+                o["port"] = v
+            else:
+                o["config" if a in ("--config", "-c") else "host"] = v
+        else:
+            raise UsageError("unknown argument %r\n%s" % (a, USAGE))
+        i += 1
+    return o
+
+
+def setup(opts, log):
+    """(core, listeners, store) from parsed options and the config file."""
+    conf = load(opts["config"]) if opts["config"] else {}
+    listeners = conf.pop("listeners", None) or [("127.0.0.1", 1883)]
+    if opts["host"] is not None or opts["port"] is not None:
+        h0, p0 = listeners[0]
+        listeners = [(opts["host"] or h0, p0 if opts["port"] is None else opts["port"])]
+    for host, port in listeners:
+        if not is_loopback(host) and conf.get("allow_anonymous") is not True:
+            if not conf.get("password_file"):
+                raise UsageError(
+                    "refusing to listen on %s:%d: anonymous access is loopback-only by default;"
+                    " set `allow_anonymous true` or a `password_file` in the config" % (host, port)
+                )
+    auth = None
+    if conf.get("password_file") or conf.get("acl_file"):
+        from midge import auth as authmod
+
+        auth = authmod.Auth(conf.get("password_file"), conf.get("acl_file"))
+    core = broker_core.Broker(conf, auth, log, ticks_ms())
+    core.verbose = opts.get("verbose", False)
+    store = None
+    if conf.get("persistence"):
+        from midge import persist
+
+        path = conf.get("persistence_file") or "midge.db"
+        loc = conf.get("persistence_location")
+        if loc:
+            path = loc.rstrip("/") + "/" + path
+        store = persist.Store(path, core, log)
+        store.restore(ticks_ms())
+    return core, listeners, store

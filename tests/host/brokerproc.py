@@ -29,14 +29,27 @@ def available(runtime):
     return runtime != "micropython" or os.path.exists(MICROPYTHON)
 
 
+def compile_lib(dest):
+    """lib/midge as .mpy files under dest (what a board loads): mpy-cross, as `make bench`."""
+    sys.path.insert(0, ROOT)
+    from host_tools.bench_codec import compile_lib
+
+    compile_lib(dest)
+    return dest
+
+
 class Broker:
-    def __init__(self, runtime, config=None, args=(), port=None):
+    def __init__(self, runtime, config=None, args=(), port=None, heap=None, lib=LIB):
+        """heap: MicroPython heap size (e.g. "128K"); lib: where midge is (a .mpy dir too)."""
         self.runtime = runtime
         self.port = port or harness.free_port()
-        cmd = list(RUNTIMES[runtime]) + ["--port", str(self.port)] + list(args)
+        cmd = list(RUNTIMES[runtime])
+        if heap:
+            cmd[2] = "heapsize=" + heap
+        cmd += ["--port", str(self.port)] + list(args)
         if config:
             cmd += ["--config", config]
-        env = dict(os.environ, PYTHONPATH=LIB, MICROPYPATH=LIB + ":.frozen")
+        env = dict(os.environ, PYTHONPATH=lib, MICROPYPATH=lib + ":.frozen")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
