@@ -3,8 +3,7 @@
 # the socket is gone and tick() now and then; after each call it writes every connection in
 # take_pending(): conn.out holds the byte chunks to send, conn.closing says "close after".
 # Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
-from midge import codec, topics
-from midge.broker_proto import Protocol
+from midge import topics
 from midge.broker_sess import INFO, WARN, Conn, Msg  # noqa: F401  (WARN/INFO for drivers)
 from midge.compat import const, mem_alloc, rss_bytes, ticks_diff
 
@@ -38,8 +37,10 @@ def sized(n):
     return d
 
 
-class Broker(Protocol):
-    def __init__(self, conf=None, auth=None, log=None, now=0):
+class Core:
+    """Sessions, routing, output and housekeeping; broker_proto.Broker adds the packets."""
+
+    def __init__(self, conf=None, auth=None, log=None, now=None):
         c = dict(DEFAULTS)
         if conf:
             c.update(conf)
@@ -59,8 +60,7 @@ class Broker(Protocol):
         # persistence hook: .retained(topic, msg or None), .session(sess), .session_gone(cid)
         self.store = None
         self.durable = False
-        self.started = now
-        self.next_sys = now
+        self.started = self.next_sys = now or 0
         self.nid = 0
         self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
 
@@ -75,25 +75,6 @@ class Broker(Protocol):
         c = Conn(peer, local, now, self.conf["max_packet_size"])
         self.conns[c] = None
         return c
-
-    def feed(self, c, data, now):
-        """Bytes arrived on c: handle every complete packet in them."""
-        if c.closing:
-            return
-        c.rx = now
-        self.rx_bytes += len(data)
-        d = c.dec
-        try:
-            d.receive_data(data)
-            while not c.closing:
-                p = d.next_packet()
-                if p is None:
-                    break
-                self._packet(c, p, now)
-        except codec.MQTTError as e:
-            if c.sess is None and e.code:
-                self._send(c, codec.encode(codec.Connack(False, e.code)))
-            self._close(c, "protocol error: %s" % e.reason, now)
 
     def closed(self, c, now):
         """The socket closed or failed (EOF, reset, driver error)."""
@@ -202,8 +183,9 @@ class Broker(Protocol):
             self.rx_msgs += 1
             self._publish(c, Msg(topic, p.payload, q, p.retain), now)
         if ack is not None:
-            if self.durable:
-                self.store.hold(c, ack)  # sent once the journal is on disk
+            st = self.store
+            if self.durable and st is not None:
+                st.hold(c, ack)  # sent once the journal is on disk
             else:
                 self._send(c, ack)
 
@@ -329,3 +311,7 @@ class Broker(Protocol):
             m = Msg(t, str(val).encode(), 0, False)
             self.retained[t] = m
             self._publish(None, m, now)
+
+
+# the whole broker: Core plus the per-packet protocol (a module of its own, see broker_proto)
+from midge.broker_proto import Broker  # noqa: E402, F401

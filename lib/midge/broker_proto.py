@@ -1,10 +1,31 @@
-# The broker's per-packet protocol handling (CONNECT, SUBSCRIBE, acks ...), a mixin of
-# broker_core.Broker kept in its own module so each compiles in a small MicroPython heap.
+# The broker's per-packet protocol handling (CONNECT, SUBSCRIBE, acks ...) on top of
+# broker_core.Core, kept in its own module so each compiles in a small MicroPython heap.
+# Import it as broker_core.Broker (broker_core imports this module at its end).
 from midge import codec, topics
+from midge.broker_core import Core
 from midge.broker_sess import INFO, WARN, Msg, Session
 
 
-class Protocol:
+class Broker(Core):
+    def feed(self, c, data, now):
+        """Bytes arrived on c: handle every complete packet in them."""
+        if c.closing:
+            return
+        c.rx = now
+        self.rx_bytes += len(data)
+        d = c.dec
+        try:
+            d.receive_data(data)
+            while not c.closing:
+                p = d.next_packet()
+                if p is None:
+                    break
+                self._packet(c, p, now)
+        except codec.MQTTError as e:
+            if c.sess is None and e.code:
+                self._send(c, codec.encode(codec.Connack(False, e.code)))
+            self._close(c, "protocol error: %s" % e.reason, now)
+
     def _packet(self, c, p, now):
         t = p.type
         s = c.sess

@@ -54,10 +54,10 @@ class Session:
         self.conn = None
         self.subs = {}  # filter -> granted qos
         self.inflight = {}  # pid -> (Msg, qos | retain << 2) awaiting PUBACK/PUBREC; None after PUBREC
-        self.queue = None  # list of (Msg, flags) waiting for the in-flight window or the client
+        self.queue = None  # type: list | None  # list of (Msg, flags) waiting for the in-flight window or the client
         self.qbytes = 0
         self.pid = 0
-        self.rx2 = None  # inbound QoS 2 packet ids between PUBREC and PUBREL
+        self.rx2 = None  # type: set | None  # inbound QoS 2 packet ids between PUBREC and PUBREL
         self.gone = 0  # ms when the client went away
 
     def next_pid(self):

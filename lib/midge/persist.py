@@ -172,11 +172,14 @@ class Store:
         self.dirty_r = {}
         self.dirty_s = {}
         data = b"".join(parts)
-        self.f.write(data)
+        f = self.f
+        if f is None:  # closed
+            return
+        f.write(data)
         self.size += len(data)
         self.unsynced = True
         if self.held:
-            _fsync(self.f)
+            _fsync(f)
             self.unsynced = False
             send = self.core._send
             for c, ack in self.held:
