@@ -3,7 +3,7 @@
 # ends at disconnect()). Waiting for acknowledgements is event-driven, never polled.
 import asyncio
 
-from midge.client_core import CONNECTED, MQTTException, Session, tls_context
+from midge.client_core import CONNECTED, MQTTException, Session
 from midge.compat import ticks_diff, ticks_ms
 
 __all__ = ("AsyncClient", "MQTTException")
@@ -36,15 +36,18 @@ class AsyncClient(Session):
         await self._close()
         kw = {}
         if self.ssl:
-            kw["ssl"] = tls_context(self.ssl, self.ssl_params)
+            from midge import tls
+
+            kw["ssl"] = tls.context(self.ssl, self.ssl_params)
             kw["server_hostname"] = self.ssl_params.get("server_hostname", self.server)
         try:
             self._r, self._w = await asyncio.wait_for(
                 asyncio.open_connection(self.server, self.port, **kw), self.connect_timeout / 1000
             )
-        except (OSError, asyncio.TimeoutError) as e:
+        except (OSError, ValueError, asyncio.TimeoutError) as e:
             raise MQTTException(
-                "cannot connect to %s:%d: %s" % (self.server, self.port, e or "timed out")
+                "cannot connect to %s:%d: %s"
+                % (self.server, self.port, str(e).strip() or "timed out")
             )
         self._werr = None
         self.begin(ticks_ms())
@@ -76,10 +79,10 @@ class AsyncClient(Session):
         try:
             if self._w is not None:
                 await self._w.drain()
-        except OSError as e:
+        except (OSError, ValueError) as e:  # MicroPython's TLS handshake happens here
             self._werr = e
         if self._werr is not None:
-            raise MQTTException("connection lost: %s" % self._werr)
+            raise MQTTException("connection lost: %s" % str(self._werr).strip())
 
     async def _step(self):
         # Send what is due, read what arrives until a timer is due, handle it.

@@ -5,7 +5,7 @@
 import select
 import socket
 
-from midge.client_core import CONNECTED, MQTTException, Session, tls_context
+from midge.client_core import CONNECTED, MQTTException, Session
 from midge.compat import (
     set_nodelay,
     sleep_ms,
@@ -40,21 +40,22 @@ class Client(Session):
         self._close()
         try:
             ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
-        except OSError as e:
-            raise MQTTException("cannot resolve %r: %s" % (self.server, e))
-        s = self.sock = socket.socket(ai[0], ai[1], ai[2])
-        try:
+            s = self.sock = socket.socket(ai[0], ai[1], ai[2])
             s.settimeout(self.connect_timeout / 1000)
             s.connect(ai[-1])
             set_nodelay(s)
             if self.ssl:
+                from midge import tls
+
                 host = self.ssl_params.get("server_hostname", self.server)
-                s = self.sock = tls_context(self.ssl, self.ssl_params).wrap_socket(
+                s = self.sock = tls.context(self.ssl, self.ssl_params).wrap_socket(
                     s, server_hostname=host
                 )
-        except OSError as e:
+        except (OSError, ValueError) as e:  # MicroPython's ssl: ValueError for a bad certificate
             self._close()
-            raise MQTTException("cannot connect to %s:%d: %s" % (self.server, self.port, e))
+            raise MQTTException(
+                "cannot connect to %s:%d: %s" % (self.server, self.port, str(e).strip())
+            )
         sock_setup(s)
         self._pending = getattr(s, "pending", None)  # an SSL socket's decrypted, unread bytes
         p = select.poll()
@@ -106,12 +107,12 @@ class Client(Session):
         if not ready:
             return 0
         try:
-            n = sock_readinto(self.sock, self.read_buffer())
+            n = sock_readinto(self.sock, self._dec.write_buffer())
         except OSError as e:
             raise MQTTException("connection lost: %s" % e)
         if not n:
             raise MQTTException("broker closed the connection")
-        self.commit(n)
+        self._dec.commit(n)
         n = self.handle(ticks_ms())
         self._flush()
         return n

@@ -1,6 +1,7 @@
 # The MQTT 3.1.1 client session without I/O (the h11 model), and everything the blocking
-# (client.py) and asyncio (aclient.py) drivers share: bytes in through receive_data() or
-# read_buffer()/commit(), packets out of next_event() (or handle(), which dispatches them),
+# (client.py) and asyncio (aclient.py) drivers share: bytes in through receive_data() (or
+# straight into the decoder, `_dec`), packets out of next_event() (or handle(), which
+# dispatches them),
 # bytes to send in `out[:nout]` (then sent(now)), time passed in as ticks_ms integers.
 #
 # Output coalesces: packets are appended to `out` and a driver writes them in one go per
@@ -37,27 +38,6 @@ class MQTTException(OSError):
 
 def _str(s):
     return s if isinstance(s, str) else str(s, "utf-8")
-
-
-def tls_context(ssl, params):
-    """The SSLContext for the `ssl`/`ssl_params` arguments: an SSLContext is used as given;
-    True builds a client context verifying the server against params["cafile"] (or the
-    system store where the runtime has one; MicroPython has none, so no CA file means no
-    verification there)."""
-    if hasattr(ssl, "wrap_socket"):
-        return ssl
-    import ssl as _ssl
-
-    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
-    cafile = params.get("cafile") or params.get("ca_certs")
-    if cafile:
-        ctx.load_verify_locations(cafile=cafile)
-        ctx.verify_mode = _ssl.CERT_REQUIRED
-    elif hasattr(ctx, "load_default_certs"):
-        ctx.load_default_certs()
-    else:
-        ctx.verify_mode = _ssl.CERT_NONE
-    return ctx
 
 
 class Session:
@@ -220,13 +200,6 @@ class Session:
 
     # ------------------------------------------------------------ input
 
-    def read_buffer(self):
-        """A writable memoryview to read socket bytes into; then call commit(n)."""
-        return self._dec.write_buffer()
-
-    def commit(self, n):
-        self._dec.commit(n)
-
     def receive_data(self, data):
         self._dec.receive_data(data)
 
@@ -332,14 +305,14 @@ class Session:
         return timeout - spent
 
     def _granted(self, filt, pid):
-        # The QoS in the SUBACK for pid; a refusal forgets the filter and raises.
-        ack = self._ack
-        if ack is None or ack.pid != pid:
-            return None
-        if ack.codes[0] == 0x80:
-            self.forget(filt)
-            raise MQTTException("subscription to %r refused by the broker" % filt)
-        return ack.codes[0]
+        # The QoS in the SUBACK for pid (None if none came); a refusal forgets the filter
+        # and raises.
+        a = self._ack
+        if a is not None and a.pid == pid:
+            if a.codes[0] == 0x80:
+                self.forget(filt)
+                raise MQTTException("subscription to %r refused by the broker" % filt)
+            return a.codes[0]
 
     def _connack(self, p):
         rc = p.return_code

@@ -1,0 +1,29 @@
+# TLS for the client drivers, imported only when a connection asks for it.
+import ssl as _ssl
+from binascii import a2b_base64
+
+
+def context(ssl, params):
+    """The SSLContext for the `ssl`/`ssl_params` arguments: an SSLContext is used as given;
+    True builds a client context verifying the server against params["cafile"] (or the
+    system store where the runtime has one; MicroPython has none, so no CA file means no
+    verification there)."""
+    if hasattr(ssl, "wrap_socket"):
+        return ssl
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    cafile = params.get("cafile") or params.get("ca_certs")
+    if not cafile:
+        if hasattr(ctx, "load_default_certs"):
+            ctx.load_default_certs()
+        else:
+            ctx.verify_mode = _ssl.CERT_NONE
+        return ctx
+    with open(cafile, "rb") as f:
+        data = f.read()
+    # PEM is turned into DER here: MicroPython's mbedTLS takes DER only (one per call).
+    for pem in data.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        ctx.load_verify_locations(cadata=a2b_base64(pem.split(b"-----END")[0]))
+    if b"-----BEGIN" not in data:
+        ctx.load_verify_locations(cadata=data)
+    ctx.verify_mode = _ssl.CERT_REQUIRED
+    return ctx
