@@ -22,6 +22,17 @@ DISCONNECTED = const(0)
 CONNECTING = const(1)
 CONNECTED = const(2)
 
+# packet types (codec's numbers, folded into the bytecode here)
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBACK = const(9)
+_UNSUBACK = const(11)
+_PINGRESP = const(13)
+
 # queue entry state: PUBLISH header flags (retain 1, QoS << 1, DUP 8), plus
 _REL = const(16)  # PUBREC received, PUBREL due/sent
 
@@ -73,32 +84,27 @@ class Session:
         self.ssl = ssl
         self.ssl_params = ssl_params or {}
         self.reconnect = reconnect
-        self.will = None
         self.max_inflight = max_inflight
         self.queue_bytes = queue_bytes
-        self.connect_timeout = 5000
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.bufsize = bufsize
         self.out = bytearray(bufsize)
-        self.nout = 0
-        self.state = DISCONNECTED
-        self.session_present = False
-        self.callback = None
         self.subs = []  # [filter, qos, handler, sent] in subscription order
         self._unsubs = []  # filters unsubscribed while offline
         self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
-        self.dropped = 0  # QoS 0 messages dropped from a full offline queue
-        self.last_error = None  # why the link last broke (str)
-        self.reconnects = 0
-        self._up = False  # between a driver's connect() and disconnect()
-        self._ack = None  # the last SUBACK/UNSUBACK
         self._q = [None] * (4 * queue_count)  # type: list
-        self._n = self._sent = self._qb = self._lastpid = 0
-        self._lt = None  # the last topic published,
-        self._ltb = b""  # and its checked encoding
-        self._tries = self._retry_at = self._rx = self._tx = self._t0 = 0
-        self._ping = False
+
+    # Defaults kept in the class until an instance changes them (a smaller instance dict).
+    will = callback = last_error = None  # last_error: why the link last broke (str)
+    connect_timeout = 5000
+    state = DISCONNECTED
+    session_present = _up = _ping = False  # _up: between a driver's connect() and disconnect()
+    nout = dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
+    _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = _t0 = 0
+    _ack = None  # the last SUBACK/UNSUBACK
+    _lt = None  # the last topic published,
+    _ltb = b""  # and its checked encoding
 
     @property
     def connected(self):
@@ -221,13 +227,13 @@ class Session:
                 return None
             self._rx = now
             t = p.type
-            if t == codec.CONNACK:
+            if t == _CONNACK:
                 if self.state != CONNECTING:
                     break
                 return self._connack(p)
             if self.state != CONNECTED:
                 break
-            if t == codec.PUBLISH:
+            if t == _PUBLISH:
                 q = p.qos
                 if q == 1:
                     self._pid(0x40, p.pid)
@@ -237,17 +243,17 @@ class Session:
                         continue
                     self._qos2_in.append(p.pid)
                 return p
-            if t == codec.PUBREL:
+            if t == _PUBREL:
                 if p.pid in self._qos2_in:
                     self._qos2_in.remove(p.pid)
                 self._pid(0x70, p.pid)
                 continue
-            if t == codec.PINGRESP:
+            if t == _PINGRESP:
                 self._ping = False
                 continue
-            if t == codec.SUBACK or t == codec.UNSUBACK:
+            if t == _SUBACK or t == _UNSUBACK:
                 return p
-            if not codec.PUBACK <= t <= codec.PUBCOMP:
+            if not _PUBACK <= t <= _PUBCOMP:
                 break
             # PUBACK, PUBREC, PUBCOMP for an outgoing message
             k = self._find(p.pid)
@@ -255,12 +261,12 @@ class Session:
                 continue  # a late answer for a message already complete
             q = self._q
             st = q[4 * k]
-            if t == codec.PUBREC:
+            if t == _PUBREC:
                 if st & 6 == 4:
                     q[4 * k] = st | _REL
                     self._pid(0x62, p.pid)
                 continue
-            if st & 6 != (2 if t == codec.PUBACK else 4):
+            if st & 6 != (2 if t == _PUBACK else 4):
                 continue
             self._remove(k)
             self._pump()
@@ -276,7 +282,7 @@ class Session:
             if p is None:
                 return n
             t = p.type
-            if t == codec.PUBLISH:
+            if t == _PUBLISH:
                 n += 1
                 hit = False
                 for s in self.subs:
@@ -285,7 +291,7 @@ class Session:
                         hit = True
                 if not hit and self.callback is not None:
                     self.callback(p.topic, p.payload, p)
-            elif t == codec.SUBACK or t == codec.UNSUBACK:
+            elif t == _SUBACK or t == _UNSUBACK:
                 self._ack = p
 
     def _waiting(self, kind, arg, timeout, spent):
