@@ -29,11 +29,12 @@ venv: $(STAMP) $(STUBS)
 
 # Mosquitto is the reference broker the tests talk to; installed from Debian when missing.
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@if ! { command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 || \
+	    ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing mosquitto (apt-get)"; apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
-	  else echo "WARNING: mosquitto not installed; tests that need it will skip (sudo apt-get install mosquitto mosquitto-clients)"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null; \
+	  else echo "WARNING: mosquitto/mosquitto-clients/openssl missing; tests that need them skip (sudo apt-get install mosquitto mosquitto-clients openssl)"; fi; \
 	fi
 
 test: system-deps venv lint typecheck mpy-check test-cpython test-micropython

@@ -75,7 +75,22 @@ def tmpdir():
     return path
 
 
+def _run_id():
+    # Two interpreters share a broker (modules run in parallel): a per-process random tag.
+    try:
+        r = os.urandom(4)
+    except (AttributeError, OSError):
+        import random
+
+        r = bytes(random.getrandbits(8) for _ in range(4))
+    return "".join("%02x" % b for b in r)
+
+
+_RUN = _run_id()
+
+
 def unique(prefix):
-    """A topic/client-id fragment unique to this run, so tests sharing a broker never collide."""
+    """A topic/client-id fragment unique to this process and call, so tests sharing a broker
+    (and interpreters running side by side) never collide."""
     _n[0] += 1
-    return "%s%s%d" % (prefix, "mp" if MICROPYTHON else "cp", _n[0])
+    return "%s%s%s%d" % (prefix, "mp" if MICROPYTHON else "cp", _RUN, _n[0])

@@ -83,7 +83,11 @@ class Mosquitto:
         self.proc = subprocess.Popen(
             [exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_port(self.port, proc=self.proc)
+        try:
+            wait_port(self.port, proc=self.proc)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property
@@ -111,7 +115,11 @@ def start_brokers():
             raise RuntimeError("MIDGE_REQUIRE_MOSQUITTO is set but mosquitto is not installed")
         return []
     anon = Mosquitto().start()
-    auth = Mosquitto(auth=True).start()
+    try:
+        auth = Mosquitto(auth=True).start()
+    except BaseException:
+        anon.stop()
+        raise
     os.environ["MIDGE_TEST_MOSQUITTO_ANON"] = anon.addr
     os.environ["MIDGE_TEST_MOSQUITTO_AUTH"] = auth.addr
     os.environ["MIDGE_TEST_AUTH_PASSWORD"] = auth.password
