@@ -2,13 +2,17 @@
 subscriber. Readings from both drones arrive within seconds, and stopping the demo (by
 --duration or by Ctrl-C) leaves no process behind."""
 
+import contextlib
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
 def processes_under(path):
@@ -28,31 +32,59 @@ def processes_under(path):
     return found
 
 
-def start(tmp_path, *args):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "host_tools.demo",
-            "--workdir",
-            str(tmp_path),
-            "--interval-ms",
-            "300",
-        ]
+@contextlib.contextmanager
+def demo(tmp_path, *args):
+    """The demo in its own session; on the way out (a failed assert, a timeout) its process
+    group and whatever it started in tmp_path (broker, boards: own sessions) are killed."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "host_tools.demo", "--workdir", str(tmp_path)]
+        + ["--interval-ms", "300"]
         + list(args),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
+        start_new_session=True,
     )
+    try:
+        yield p
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        for pid in processes_under(str(tmp_path)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        p.wait(5)
+        p.stdout.close()
+
+
+def read_until(p, done, secs):
+    """The demo's output (str) up to the point where done(text) holds, its end or secs."""
+    fd, out = p.stdout.fileno(), b""
+    end = time.monotonic() + secs
+    while not done(out.decode("utf-8", "replace")):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        out += data
+    return out.decode("utf-8", "replace")
+
+
+def check_broker_is_micropython(out):
+    m = re.search(r"midge demo: broker on MicroPython at 127\.0\.0\.1:\d+ \(pid (\d+)\)", out)
+    assert m, out
+    return int(m.group(1))
 
 
 def test_demo_bounded_run_shows_readings_and_cleans_up(tmp_path):
     t0 = time.monotonic()
-    p = start(tmp_path, "--duration", "6")
-    out, _ = p.communicate(timeout=60)
-    assert p.returncode == 0, out
+    with demo(tmp_path, "--duration", "6") as p:
+        out = read_until(p, lambda t: False, 30)  # to the end of its output
+        assert p.wait(5) == 0, out
     assert time.monotonic() - t0 < 30
+    check_broker_is_micropython(out)
     lines = out.splitlines()
     assert any("broker" in ln and "listening on 127.0.0.1:" in ln for ln in lines), out
     assert any("sensors/drone01/status online" in ln for ln in lines), out
@@ -68,20 +100,20 @@ def test_demo_bounded_run_shows_readings_and_cleans_up(tmp_path):
 
 
 def test_demo_ctrl_c_stops_everything(tmp_path):
-    p = start(tmp_path)
-    seen = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if "sensors/drone40/temperature " in line and any("drone01/altitude " in s for s in seen):
-            break
-    assert any("drone40/temperature " in s for s in seen), "".join(seen)
-    assert processes_under(str(tmp_path))  # broker and boards are running
-    p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=20)
-    assert p.returncode == 0, "".join(seen) + out
+    with demo(tmp_path) as p:
+        seen = read_until(p, lambda t: "drone01/altitude " in t and "drone40/temperature " in t, 30)
+        assert "drone40/temperature " in seen and "drone01/altitude " in seen, seen
+        pid = check_broker_is_micropython(seen)
+        # the process behind that line runs midge.broker on the MicroPython interpreter
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().decode().split("\0")
+        assert MICROPYTHON in argv and argv[argv.index(MICROPYTHON) + 1 :][:2] == [
+            "-m",
+            "midge.broker",
+        ], argv
+        assert pid in processes_under(str(tmp_path))  # broker and boards are running
+        p.send_signal(signal.SIGINT)
+        out = read_until(p, lambda t: False, 20)
+        assert p.wait(5) == 0, seen + out
     assert "broker and boards stopped" in out
     assert processes_under(str(tmp_path)) == []
