@@ -1,12 +1,21 @@
 """`midge provision` against the virtual board with the real mpremote."""
 
+import fcntl
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import termios
+import threading
+import time
 
+import harness
 import support
 from vbtools import ROOT, midge, vboard  # noqa: F401  (pytest fixture)
+
+from host_tools import fwlayout
 
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 from midge import auth  # noqa: E402
@@ -133,3 +142,152 @@ def test_provisioned_drone_publishes_after_reset(vboard):  # noqa: F811
             sub.wait()
     topics = {line.split()[0] for line in out.splitlines()}
     assert "sensors/vdrone/altitude" in topics, out
+
+
+def _connack(port, user=None, password=None, sub=None):
+    """paho-mqtt's CONNACK return code from the broker at 127.0.0.1:port, and the client (still
+    connected when accepted; with `sub`, subscribed to it, messages in client.got)."""
+    import paho.mqtt.client as paho
+
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=support.unique("pv"))
+    c.got, codes = [], []
+    done = threading.Event()
+    if user:
+        c.username_pw_set(user, password)
+    c.on_connect = lambda c, u, f, rc, p: (codes.append(rc), done.set())
+    c.on_subscribe = lambda *a: done.set()
+    c.on_message = lambda c, u, m: c.got.append((m.topic, m.payload))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    assert done.wait(10), "no CONNACK"
+    # paho reports refusals as MQTT 5 reason codes: 134 = 3.1.1 code 4, 135 = code 5
+    code = {0: 0, 134: 4, 135: 5}[codes[0].value]
+    if code or not sub:
+        return code, c
+    done.clear()
+    c.subscribe(sub, 1)
+    assert done.wait(5), "no SUBACK"
+    return code, c
+
+
+def test_provisioned_broker_role_serves_host_clients(vboard):  # noqa: F811
+    """Role broker: `midge provision` writes /passwd (hashed) and /broker.conf, the board
+    resets and runs midge's broker; host clients get in with that password only."""
+    fwlayout.build(vboard.flash_dir)  # what `midge deploy` puts there (tested in test_tools_deploy)
+    port, pw = harness.free_port(), "pw-" + os.urandom(6).hex()
+    r = midge(
+        *("provision", "--port", vboard.device, "--role", "broker", "--user", "drone"),
+        *("--broker-port", port, "--reset"),
+        env=_env(MIDGE_BROKER_PASSWORD=pw),
+    )
+    assert r.returncode == 0, r.stderr
+    assert pw not in r.stdout + r.stderr and pw not in _read(vboard, "passwd")
+    harness.wait_port(port, timeout=15)
+    clients = []
+    try:
+        code, sub = _connack(port, "drone", pw, sub="hangar/#")
+        clients.append(sub)
+        assert code == 0
+        topic = "hangar/" + support.unique("t")
+        code, p = _connack(port, "drone", pw)
+        clients.append(p)
+        assert code == 0
+        p.publish(topic, b"hello", qos=1).wait_for_publish(5)
+        end = time.monotonic() + 5
+        while (topic, b"hello") not in sub.got and time.monotonic() < end:
+            time.sleep(0.02)
+        assert sub.got == [(topic, b"hello")]
+        for user, password in (("drone", pw + "x"), ("nobody", pw), (None, None)):
+            code, c = _connack(port, user, password)
+            clients.append(c)
+            assert code in (4, 5), (user, code)
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+
+
+def test_cafile_lands_on_the_board_and_turns_tls_on(vboard, tmp_path):  # noqa: F811
+    ca = tmp_path / "ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-keyout", str(tmp_path / "ca.key"), "-out", str(ca)]
+        + ["-subj", "/CN=midge-test-ca", "-days", "1"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    args = ("provision", "--port", vboard.device, "--role", "sensor", "--id", "d1")
+    args += ("--broker-host", "10.0.0.5", "--cafile", ca, "--no-prompt")
+    r = midge(*args, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert "/ca.pem: written, sha256 verified" in r.stdout
+    assert _read(vboard, "ca.pem") == ca.read_text()
+    cfg = json.loads(_read(vboard, "config.json"))
+    assert cfg["broker"]["cafile"] == "/ca.pem" and cfg["broker"]["tls"] is True
+    # the board's own config check takes it: TLS on, port 8883 by default
+    sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from app import config
+
+    checked = config.check(cfg)
+    assert checked["broker"]["port"] == 8883 and checked["broker"]["cafile"] == "/ca.pem"
+    again = midge(*args, env=_env())
+    assert "/ca.pem: unchanged" in again.stdout and "/config.json: unchanged" in again.stdout
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    bad = midge(*args[:-3], "--cafile", tmp_path / "bad.pem", "--no-prompt", env=_env())
+    assert bad.returncode == 2 and "not a PEM or DER certificate" in bad.stderr
+
+
+def _pty_read_until(fd, want, secs=30):
+    out, end = b"", time.monotonic() + secs
+    while want not in out:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        out += data
+    return out
+
+
+def test_prompted_passwords_are_not_echoed_nor_printed(vboard):  # noqa: F811
+    """No password in flags, env or file: `midge provision` in a terminal asks for both
+    through getpass; the terminal shows neither, the board gets both."""
+    wifi_pw, broker_pw = "wifi-" + os.urandom(6).hex(), "mqtt-" + os.urandom(6).hex()
+    master, slave = pty.openpty()
+    args = ("provision", "--port", vboard.device, "--role", "sensor", "--id", "d1")
+    args += ("--ssid", "field-net", "--broker-host", "10.0.0.5", "--user", "drone")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "host_tools", *args],
+        cwd=ROOT,
+        env=_env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,  # the pty becomes its terminal: getpass reads /dev/tty
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    try:
+        out = _pty_read_until(master, b"Wi-Fi password for field-net")
+        assert b"Wi-Fi password for field-net" in out, out
+        os.write(master, wifi_pw.encode() + b"\n")
+        out += _pty_read_until(master, b"broker password for drone:")
+        assert b"broker password for drone:" in out, out
+        os.write(master, broker_pw.encode() + b"\n")
+        out += _pty_read_until(master, b"\x00never")  # to the end of its output
+        assert p.wait(10) == 0, out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    text = out.decode("utf-8", "replace")
+    assert "/config.json: written, sha256 verified" in text, text
+    assert wifi_pw not in text and broker_pw not in text
+    cfg = json.loads(_read(vboard, "config.json"))
+    assert cfg["wifi"]["password"] == wifi_pw and cfg["broker"]["password"] == broker_pw
