@@ -13,7 +13,8 @@ from faultproxy import FaultProxy
 from midge import codec
 from midge.client import Client, MQTTException
 
-PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, PINGREQ, PINGRESP = 3, 4, 5, 6, 7, 8, 12, 13
+PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, SUBACK = 3, 4, 5, 6, 7, 8, 9
+PINGREQ, PINGRESP = 12, 13
 
 
 def run(clients, done, secs=10):
@@ -166,6 +167,8 @@ def test_resubscribes_only_when_the_session_is_gone(broker_port, proxy, clean):
     c.ping()
     assert run([c], lambda: c.reconnects == 1 and c.connected)
     assert c.session_present is (not clean)
+    # the broker has the subscription again before the peer publishes (else a race)
+    assert run([c], lambda: proxy.count("down", SUBACK) == (2 if clean else 1))
     peer = Peer(broker_port)
     peer.publish(topic, b"after", 1)
     assert run([c], lambda: got == [b"after"])
