@@ -2,9 +2,12 @@
 
 import os
 import re
+import subprocess
+import sys
 
 import harness
-from vbtools import midge, vboard  # noqa: F401  (pytest fixture)
+import support
+from vbtools import ROOT, midge, vboard  # noqa: F401  (pytest fixture)
 
 
 def test_suite_module_runs_on_board_with_broker_settings(vboard):  # noqa: F811
@@ -40,3 +43,38 @@ def test_failures_and_empty_runs_give_nonzero_status(vboard):  # noqa: F811
         assert "FAILED" in r.stdout
     r = midge("test", "--port", vboard.device, "no_such_module")
     assert r.returncode == 2 and "no test module matches" in r.stderr
+
+
+MODULE_LINE = re.compile(r"^(test_\w+)\s+(\d+) passed\s+(\d+) failed\s+(\d+) skipped", re.M)
+
+
+def test_whole_suite_on_board_counts_like_the_desktop_run(vboard):  # noqa: F811
+    """Every shared test module on the virtual board (with the host's Mosquitto addresses
+    handed to it) gives the same counts, module by module and in total, as
+    tests/run_micropython.py on the same interpreter and heap."""
+    host, port = support.mosquitto()
+    auth = "%s:%d" % support.mosquitto("auth")
+    r = midge(
+        *("test", "--port", vboard.device),
+        *("--env", "MIDGE_TEST_MOSQUITTO_ANON=%s:%d" % (host, port)),
+        *("--env", "MIDGE_TEST_MOSQUITTO_AUTH=" + auth),
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    board = re.search(r"^board \S+: (\d+) passed, (\d+) failed, (\d+) skipped$", r.stdout, re.M)
+    desk = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "run_micropython.py")],
+        cwd=ROOT,
+        env=dict(os.environ, MIDGE_MP_HEAP="128K"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert desk.returncode == 0, desk.stdout + desk.stderr
+    line = re.search(r"^micropython: (\d+) passed, (\d+) failed, (\d+) skipped$", desk.stdout, re.M)
+    assert board and line, (r.stdout, desk.stdout)
+    assert board.groups() == line.groups(), (r.stdout, desk.stdout)
+    assert int(board.group(1)) > 100 and board.group(2) == "0"
+    per_module = {m[0]: m[1:] for m in MODULE_LINE.findall(r.stdout)}
+    assert per_module == {m[0]: m[1:] for m in MODULE_LINE.findall(desk.stdout)}
+    assert per_module["test_client"][0] != "0"  # the board's client tests reached Mosquitto
