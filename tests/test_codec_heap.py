@@ -41,27 +41,50 @@ def test_encode_acks_allocate_nothing():
     assert _heap_per_call(lambda: codec.encode_connack(buf, False, 0)) == 0
 
 
-def test_decode_publish_allocates_only_the_packet():
-    # The Publish object (128 B on the 64-bit unix port), its topic str with the view it is
-    # decoded from, and the payload view: nothing per byte of payload, nothing that grows.
-    buf = bytearray(128)
-    n = codec.encode_publish(buf, TOPIC, PAYLOAD, 1, False, False, 3)
-    wire = bytes(buf[:n])
-    d = codec.Decoder(copy=False)
+def _publish_wire(topic, payload):
+    buf = bytearray(256)
+    return bytes(buf[: codec.encode_publish(buf, topic, payload, 1, False, False, 3)])
 
+
+def _decode_cost(d, wire):
     def one():
         d.receive_data(wire)
         d.next_packet()
 
-    per = _heap_per_call(one)
-    assert 0 < per <= 320, per
-    big = bytes(buf[: codec.encode_publish(buf, TOPIC, b"x" * 80, 1, False, False, 3)])
+    return _heap_per_call(one)
 
-    def one_big():
-        d.receive_data(big)
-        d.next_packet()
 
-    assert _heap_per_call(one_big) == per  # a view: the payload size does not matter
+def test_decode_publish_allocates_only_the_packet():
+    # The Publish object (128 B on the 64-bit unix port) and the payload view; the topic str
+    # is decoded once and reused while the same topic repeats. Nothing per payload byte.
+    wire = _publish_wire(TOPIC, PAYLOAD)
+    per = _decode_cost(codec.Decoder(copy=False), wire)
+    assert 0 < per <= 160, per
+    assert _decode_cost(codec.Decoder(copy=False), _publish_wire(TOPIC, b"x" * 80)) == per
+
+
+def test_decode_publish_with_reuse_allocates_one_view():
+    # reuse=True refills one Publish: what is left is the payload itself (a view, or a copy).
+    wire = _publish_wire(TOPIC, PAYLOAD)
+    view = _decode_cost(codec.Decoder(copy=False, reuse=True), wire)
+    copied = _decode_cost(codec.Decoder(copy=True, reuse=True), wire)
+    assert view <= 32, view
+    assert view < copied <= 96, copied
+
+
+def test_decode_new_topic_costs_its_str_once():
+    d = codec.Decoder(copy=False, reuse=True)
+    a, b = _publish_wire(TOPIC, PAYLOAD), _publish_wire(b"sensors/drone40/temperature", PAYLOAD)
+
+    def alternate():
+        d.receive_data(a)
+        p = d.next_packet()
+        assert p.topic == "sensors/drone01/altitude"
+        d.receive_data(b)
+        assert d.next_packet().topic == "sensors/drone40/temperature"
+
+    # two changes of topic per call: each costs the new str and its bytes (about 256 B here)
+    assert 128 < _heap_per_call(alternate) <= 600
 
 
 def test_decoder_buffer_is_reused_when_drained():

@@ -373,31 +373,10 @@ class Session:
         self.nout = i + 4
 
     def _emit(self, st, pid, tb, pay):
-        # PUBLISH with header flags st (written here: codec.encode_publish writes at buf[0]
-        # only, and a memoryview at an offset would cost 32 B per publish on MicroPython).
-        tl = len(tb)
-        pl = len(pay)
-        rl = tl + pl + (4 if st & 6 else 2)
-        i = self._grow(rl + 5)
-        b = self.out
-        b[i] = 0x30 | (st & 15)
-        i += 1
-        while rl > 127:
-            b[i] = rl & 127 | 128
-            rl >>= 7
-            i += 1
-        b[i] = rl
-        b[i + 1] = tl >> 8
-        b[i + 2] = tl & 255
-        i += 3
-        b[i : i + tl] = tb
-        i += tl
-        if st & 6:
-            b[i] = pid >> 8
-            b[i + 1] = pid & 255
-            i += 2
-        b[i : i + pl] = pay
-        self.nout = i + pl
+        # PUBLISH with header flags st, appended to the output buffer.
+        i = self._grow(len(tb) + len(pay) + 9)
+        q = (st >> 1) & 3
+        self.nout = codec.encode_publish(self.out, tb, pay, q, st & 1, st & 8, pid, i)
 
     def put(self, topic, payload, qos=0, retain=False):
         """Send or queue one message; return its packet id (0 for QoS 0).

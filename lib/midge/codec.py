@@ -185,13 +185,13 @@ def _rl_size(n):
     return k
 
 
-def _header(buf, b0, rl):
-    """Write the fixed header; return the index where the variable header starts."""
+def _header(buf, b0, rl, at=0):
+    """Write the fixed header at buf[at]; return the index where the variable header starts."""
     need = 1 + _rl_size(rl) + rl
-    if need > len(buf):
-        raise ValueError("packet of %d bytes does not fit a %d-byte buffer" % (need, len(buf)))
-    buf[0] = b0
-    i = 1
+    if at + need > len(buf):
+        raise ValueError("packet of %d bytes does not fit a %d-byte buffer" % (need, len(buf) - at))
+    buf[at] = b0
+    i = at + 1
     while rl > 127:
         buf[i] = (rl & 0x7F) | 0x80
         rl >>= 7
@@ -214,8 +214,10 @@ def publish_size(topic_len, payload_len, qos=0):
     return 1 + _rl_size(rl) + rl
 
 
-def encode_publish(buf, topic, payload, qos=0, retain=False, dup=False, pid=0):
-    """Write a PUBLISH into buf; return its length. No allocation for bytes-like arguments."""
+def encode_publish(buf, topic, payload, qos=0, retain=False, dup=False, pid=0, at=0):
+    """Write a PUBLISH into buf at index `at` (a driver appending to its output buffer needs
+    no view); return the index after it, which is its length when at is 0. No allocation
+    for bytes-like arguments."""
     topic = _b(topic)
     payload = _b(payload)
     tl = len(topic)
@@ -227,7 +229,7 @@ def encode_publish(buf, topic, payload, qos=0, retain=False, dup=False, pid=0):
             raise ValueError("QoS %r with packet identifier %r" % (qos, pid))
         rl += 2
         b0 |= qos << 1 | (8 if dup else 0)
-    i = _u16(buf, _header(buf, b0, rl), tl)
+    i = _u16(buf, _header(buf, b0, rl, at), tl)
     buf[i : i + tl] = topic
     i += tl
     if qos:
@@ -354,6 +356,7 @@ class Decoder:
         self.copy = copy
         self._pub = Publish("") if reuse else None
         self._ack = Ack(0) if reuse else None
+        self._tb = self._ts = None  # the last PUBLISH topic, as bytes and as str
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
         self._start = self._end = 0
@@ -475,9 +478,17 @@ class Decoder:
             qos = (flags >> 1) & 3
             if qos == 3 or flags & 8 and not qos:
                 raise MQTTError("PUBLISH flags 0x%x" % flags)
-            topic, i = self._str(i, end)
-            if not topic or "+" in topic or "#" in topic:
-                raise MQTTError("bad topic name %r" % topic)
+            j = self._field(i, end)
+            k = self._tb
+            if k is not None and j - i - 2 == len(k) and b.find(k, i + 2, j) == i + 2:
+                topic = self._ts  # the same topic as the last PUBLISH: no new str
+            else:
+                topic = self._str(i, end)[0]
+                if not topic or "+" in topic or "#" in topic:
+                    raise MQTTError("bad topic name %r" % topic)
+                self._tb = bytes(self._mv[i + 2 : j])
+                self._ts = topic
+            i = j
             pid = 0
             if qos:
                 pid = self._pid(i, end)
