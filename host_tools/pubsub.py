@@ -59,7 +59,7 @@ def add_arguments_sub(p):
     p.add_argument("-R", "--no-retained", action="store_true", help="skip retained messages")
 
 
-def _client(args, kind):
+def _client(args, kind, callback=None):
     if not args.topic:
         raise CLIError("a topic is needed (-t)")
     password = args.pw if args.pw is not None else os.environ.get("MIDGE_MQTT_PASSWORD")
@@ -84,6 +84,8 @@ def _client(args, kind):
         params,
         reconnect=kind == "sub",
     )
+    if callback:  # before connect: a kept session's queued messages come with the CONNACK
+        c.set_callback(callback)
     if args.will_topic:
         c.set_will(args.will_topic, args.will_payload.encode(), args.will_qos, args.will_retain)
     try:
@@ -144,16 +146,15 @@ def run_sub(args):
     seen = [0]
 
     def show(topic, payload, msg):
-        if args.no_retained and msg.retain:
-            return
+        if args.no_retained and msg.retain or args.count and seen[0] >= args.count:
+            return  # -C: one loop step can bring more than the count
         if args.verbose:
             out.write(topic.encode() + b" ")
         out.write(bytes(payload) + end)
         out.flush()
         seen[0] += 1
 
-    c = _client(args, "sub")
-    c.set_callback(show)
+    c = _client(args, "sub", show)
     deadline = time.monotonic() + args.wait if args.wait else None
     try:
         for t in args.topic:
