@@ -1,8 +1,10 @@
 """Broker section of `make bench`: the shared load generator (../shared/bench/broker) runs
 midge on CPython (asyncio Protocol driver), midge on MicroPython (asyncio streams, lib
-precompiled with mpy-cross as on a board) and Mosquitto side by side, broker pinned to one
-core; then midge's MicroPython heap figures in a 128K heap: heap per idle client, 24 clients
-exchanging QoS 1, heap after 1,000 connect/disconnect cycles (read from $SYS/broker/heap)."""
+precompiled with mpy-cross as on a board) and Mosquitto (default, i.e. with Nagle, and with
+`set_tcp_nodelay true`) side by side, broker pinned to one core, alternating, medians; then
+midge's MicroPython heap figures: heap per idle client and drift after 1,000
+connect/disconnect cycles (256K heap, from $SYS/broker/heap/current), idle clients accepted
+in a 128K heap, and 24 clients exchanging QoS 1 in a ring in a 128K heap."""
 
 import json
 import os
@@ -18,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "broker"))
 MP = os.path.join(ROOT, ".venv", "bin", "micropython")
 PY = os.path.join(ROOT, ".venv", "bin", "python")
-SCEN = ("fanin", "fanout", "qos1", "wildcard", "conns")
+BROKERS = ("midge-cpy", "midge-mpy", "mosquitto", "mosquitto-nodelay")
 
 
 def _throughput(opts, mpydir, out):
@@ -31,8 +33,11 @@ def _throughput(opts, mpydir, out):
         "--custom",
         "midge-mpy:28841:env MICROPYPATH=%s:.frozen %s -X heapsize=8M -m midge.broker --port 28841"
         % (mpydir, MP),
+        "--custom",
+        "mosquitto-nodelay:28834:mosquitto -c %s"
+        % os.path.join(SHARED, "configs", "mosquitto_nodelay.conf"),
         "--brokers",
-        "midge-cpy,mosquitto,midge-mpy",
+        ",".join(BROKERS),
         "--reps",
         str(opts.reps),
         "--out",
@@ -165,31 +170,6 @@ def mp_heap(mpydir, heap):
         n = res["clients_connected"] = len(socks)
         with_n = _read_sys(port, "heap/current")
         res["heap_per_idle_client"] = round((with_n - base) / n)
-        # 24 clients, each subscribed to its own topic, publishing QoS 1 to the next one
-        for i, s in enumerate(socks):
-            s.sendall(_pkt(0x82, b"\x00\x01" + _s("r/%d" % i) + b"\x01"))
-            s.recv(5)
-        sent = 0
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 3:
-            for i, s in enumerate(socks):
-                pid = (sent % 60000) + 1
-                s.sendall(
-                    _pkt(0x32, _s("r/%d" % ((i + 1) % n)) + pid.to_bytes(2, "big") + b"x" * 32)
-                )
-                sent += 1
-            for s in socks:  # drain PUBACKs and deliveries; answer deliveries with PUBACK
-                s.settimeout(2)
-                got = s.recv(65536)
-                i = 0
-                while i + 1 < len(got):
-                    ln = got[i + 1]
-                    if got[i] & 0xF0 == 0x30 and i + 2 + ln <= len(got):
-                        tl = int.from_bytes(got[i + 2 : i + 4], "big")
-                        s.sendall(b"\x40\x02" + got[i + 4 + tl : i + 6 + tl])
-                    i += 2 + ln
-        res["qos1_24_clients_msgs_per_s"] = round(sent / (time.monotonic() - t0))
-        res["qos1_24_clients_alive"] = p.poll() is None
         for s in socks:
             s.sendall(b"\xe0\x00")
             s.close()
@@ -211,6 +191,63 @@ def mp_heap(mpydir, heap):
     return res
 
 
+def ring_128k(mpydir, n=24, rounds=20):
+    """n clients in a 128K heap, each subscribed to its own topic at QoS 1, each publishing
+    QoS 1 to the next one, round after round; every PUBACK and delivery checked. $SYS off."""
+    from midge import codec as C
+
+    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+    conf.write("sys_interval 0\n")
+    conf.close()
+    port = 28847
+    p = _start_mp(mpydir, "128K", port, conf.name)
+    res = {"clients": n, "ok": False}
+    socks = []
+    try:
+        decs = []
+        for i in range(n):
+            socks.append(_connect(port, "ring%02d" % i))
+            decs.append(C.Decoder())
+
+        def recv(i):
+            while True:
+                pkt = decs[i].next_packet()
+                if pkt is not None:
+                    return pkt
+                data = socks[i].recv(4096)
+                if not data:
+                    raise ConnectionError("broker closed client %d" % i)
+                decs[i].receive_data(data)
+
+        for i, s in enumerate(socks):
+            s.sendall(C.encode(C.Subscribe(1, [("ring/%d" % i, 1)])))
+            assert recv(i).type == C.SUBACK
+        t0 = time.monotonic()
+        for k in range(1, rounds + 1):
+            for i, s in enumerate(socks):
+                s.sendall(C.encode(C.Publish("ring/%d" % ((i + 1) % n), b"x" * 32, 1, pid=k)))
+            for i, s in enumerate(socks):
+                seen = 0
+                while seen != 3:
+                    pkt = recv(i)
+                    if pkt.type == C.PUBACK:
+                        seen |= 1
+                    else:
+                        s.sendall(C.encode(C.Ack(C.PUBACK, pkt.pid)))
+                        seen |= 2
+        res["msgs_per_s"] = round(n * rounds / (time.monotonic() - t0))
+        res["ok"] = p.poll() is None
+    except (OSError, AssertionError) as e:
+        res["error"] = repr(e)
+    finally:
+        for s in socks:
+            s.close()
+        p.terminate()
+        p.wait(5)
+        os.unlink(conf.name)
+    return res
+
+
 def _fmt(v):
     if v is None:
         return "n/a"
@@ -222,6 +259,7 @@ def run(opts):
         compile_lib(mpydir)
         heap = mp_heap(mpydir, "256K")
         heap["idle_clients_in_128K"] = max_clients(mpydir, "128K")
+        heap["ring_128K"] = ring_128k(mpydir)
         summ = _throughput(opts, mpydir, out)
     rows = [
         ("fanin", "delivered_per_s", "fan-in 4→1 QoS 0 msgs/s", True),
@@ -230,32 +268,36 @@ def run(opts):
         ("wildcard", "published_routed_per_s", "wildcard publishes routed/s", True),
         ("conns", "bytes_per_conn", "RSS per idle connection (B)", False),
     ]
+    names = ("midge CPython", "midge MicroPython", "Mosquitto", "Mosquitto nodelay")
     md = [
-        "| scenario | midge CPython | Mosquitto | midge MicroPython | CPython/Mosquitto |",
-        "|---|---|---|---|---|",
+        "| scenario | %s | CPython/Mosquitto | CPython/nodelay |" % " | ".join(names),
+        "|---|---|---|---|---|---|---|",
     ]
     data = {"throughput": summ, "micropython_heap": heap}
     for sc, key, label, _ in rows:
         if sc not in summ:
             continue
-        v = [
-            summ[sc].get(b, {}).get(key, {}).get("median")
-            for b in ("midge-cpy", "mosquitto", "midge-mpy")
-        ]
-        ratio = "%.2f×" % (v[0] / v[1]) if v[0] and v[1] else "n/a"
-        md.append("| %s | %s | %s | %s | %s |" % (label, _fmt(v[0]), _fmt(v[1]), _fmt(v[2]), ratio))
+        v = [summ[sc].get(b, {}).get(key, {}).get("median") for b in BROKERS]
+        r = ["%.2f×" % (v[0] / m) if v[0] and m else "n/a" for m in (v[2], v[3])]
+        md.append("| %s | %s | %s |" % (label, " | ".join(_fmt(x) for x in v), " | ".join(r)))
+    ring = heap["ring_128K"]
     md += [
         "",
-        "midge on MicroPython (lib as .mpy, loaded into the heap), heap from `$SYS/broker/heap/current`",
-        "measured in a 256K heap; the last row counts idle clients accepted in a 128K heap:",
+        "midge on MicroPython, lib as .mpy (loaded into the heap, as on a board without frozen",
+        "modules); heap from `$SYS/broker/heap/current` in a 256K heap:",
         "",
         "| figure | value |",
         "|---|---|",
         "| heap per idle client | %s B |" % heap["heap_per_idle_client"],
-        "| broker heap with no clients (code included) | %s B |" % heap["heap_idle_broker"],
-        "| 24 clients exchanging QoS 1 | %s msgs/s (broker alive: %s) |"
-        % (heap["qos1_24_clients_msgs_per_s"], heap["qos1_24_clients_alive"]),
+        "| broker heap with one client (code included) | %s B |" % heap["heap_idle_broker"],
         "| heap drift after 1,000 connect/disconnect cycles | %+d B |"
         % heap["heap_drift_after_cycles"],
+        "| idle clients accepted in a 128K heap (no $SYS) | %d |" % heap["idle_clients_in_128K"],
+        "| 24 clients exchanging QoS 1 in a 128K heap | %s |"
+        % (
+            "%s msgs/s, all delivered and acknowledged" % ring["msgs_per_s"]
+            if ring["ok"]
+            else "failed: %s" % ring.get("error")
+        ),
     ]
     return "\n".join(md), data
