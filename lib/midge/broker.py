@@ -59,7 +59,8 @@ class Server:
         self.store = store
         self.mv = memoryview(bytearray(2048))  # shared: read, fed (copied) and reused at once
 
-    async def client(self, r, w):
+    def _accept(self, w):
+        """A Conn for the socket behind w, or None when the core refuses it."""
         core = self.core
         addr = w.get_extra_info("peername")
         free = mem_free()
@@ -68,13 +69,20 @@ class Server:
             # fill the holes it leaves instead of fragmenting the rest of the heap
             gc.collect()
         try:
-            c = core.connect(peer_name(addr), is_loopback(addr), ticks_ms())
+            c = core.connect(addr, is_loopback(addr), ticks_ms())
         except MemoryError as e:
             core.log(broker_core.WARN, "refused %s: out of memory (%s)" % (peer_name(addr), e))
-            c = None
+            return None
         if c is not None:
             c.io = w
             c.task = asyncio.current_task()
+        return c
+
+    async def client(self, r, w):
+        # this frame lives as long as the connection: few locals
+        core = self.core
+        c = self._accept(w)
+        if c is not None:
             try:
                 mv = self.mv
                 readinto = getattr(r, "readinto", None)  # MicroPython: no allocation per read
@@ -96,14 +104,17 @@ class Server:
                 pass
             except MemoryError as e:
                 core.log(
-                    broker_core.WARN, "%s: out of memory, connection closed (%s)" % (c.peer, e)
+                    broker_core.WARN, "%s: out of memory, connection closed (%s)" % (c.name(), e)
                 )
             except Exception as e:  # a reset socket or a bug: this client only
                 if c.closing is None and core.verbose:
-                    core.log(broker_core.INFO, "%s: %r" % (c.peer, e))
+                    core.log(broker_core.INFO, "%s: %r" % (c.name(), e))
             c.task = None
-            core.closed(c, ticks_ms())
-            self.flush()
+            try:
+                core.closed(c, ticks_ms())
+                self.flush()
+            except MemoryError:  # the will or the flush: this client is gone anyway
+                core.log(broker_core.WARN, "%s: out of memory while closing" % c.name())
         try:
             w.close()
             await w.wait_closed()
@@ -115,7 +126,7 @@ class Server:
         for c in core.take_pending():
             if c.io is None:
                 continue
-            if not c.draining:
+            if not c.backlog:
                 data = core.take_output(c)
                 if data is not None:
                     w = c.io
@@ -124,11 +135,10 @@ class Server:
                     except OSError:  # that peer is gone (EPIPE): its own task closes it
                         self._stop(c)
                         continue
-                    c.backlog = _backlog(w)
+                    c.backlog = _backlog(w)  # not 0: draining, see _drain
                     if c.backlog:
-                        c.draining = True
                         asyncio.create_task(self._drain(c))
-            if c.closing is not None and not c.draining:
+            if c.closing is not None and not c.backlog:
                 self._stop(c)
 
     def _stop(self, c):
@@ -152,7 +162,6 @@ class Server:
         except Exception:
             pass
         c.backlog = 0
-        c.draining = False
         if c.closing is not None:
             self._stop(c)
 
@@ -200,7 +209,7 @@ def _presize_poller(n):
 
 async def serve(core, listeners, store, ready=None):
     srv = Server(core, store)
-    _presize_poller(40)
+    _presize_poller(24)
     servers = []
     for host, port in listeners:
         servers.append(await asyncio.start_server(srv.client, host, port, backlog=128))

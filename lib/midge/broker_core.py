@@ -4,7 +4,7 @@
 # take_pending(): conn.out holds the byte chunks to send, conn.closing says "close after".
 # Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
 from midge import topics
-from midge.broker_sess import INFO, WARN, Conn, Msg  # noqa: F401  (WARN/INFO for drivers)
+from midge.broker_sess import INFO, WARN, Conn, Msg, peer_name  # noqa: F401  (WARN/INFO: drivers)
 from midge.compat import const, mem_alloc, rss_bytes, ticks_diff
 
 _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
@@ -70,7 +70,7 @@ class Core:
         """A socket was accepted: a new Conn, or None when max_connections is reached."""
         m = self.conf["max_connections"]
         if m >= 0 and len(self.conns) >= m:
-            self.log(WARN, "refused %s: max_connections (%d) reached" % (peer, m))
+            self.log(WARN, "refused %s: max_connections (%d) reached" % (peer_name(peer), m))
             return None
         c = Conn(peer, local, now, self.conf["max_packet_size"])
         self.conns[c] = None
@@ -144,7 +144,7 @@ class Core:
             self.pending.append(c)
         s = c.sess
         if level == WARN or self.verbose:
-            self.log(level, "closed %s (%s): %s" % (s.cid if s else "-", c.peer, reason))
+            self.log(level, "closed %s (%s): %s" % (s.cid if s else "-", c.name(), reason))
         if will and c.will is not None:
             m = c.will
             c.will = None

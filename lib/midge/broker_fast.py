@@ -19,7 +19,7 @@ class _Conn(asyncio.BufferedProtocol):
     def connection_made(self, tr):
         srv = self.srv
         addr = tr.get_extra_info("peername")
-        c = srv.core.connect(broker.peer_name(addr), broker.is_loopback(addr), ticks_ms())
+        c = srv.core.connect(addr, broker.is_loopback(addr), ticks_ms())
         if c is None:
             tr.abort()
             return

@@ -103,7 +103,7 @@ class Broker(Core):
             self.log(
                 INFO,
                 "connected %s (%s) clean=%d keepalive=%d"
-                % (cid, c.peer, 1 if p.clean_session else 0, p.keepalive),
+                % (cid, c.name(), 1 if p.clean_session else 0, p.keepalive),
             )
         if present:
             self._resume(c, s)

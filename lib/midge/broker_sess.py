@@ -73,7 +73,7 @@ class Conn:
     """One network connection. The driver sets .io to its own transport/writer."""
 
     def __init__(self, peer, local, now, max_packet):
-        self.peer = peer
+        self.peer = peer  # the driver's address object: formatted only for a log line
         self.local = local  # peer is on loopback
         self.dec = codec.Decoder(max_packet or codec.MAX_PACKET, True, 64)
         self.out = []
@@ -85,10 +85,12 @@ class Conn:
         self.closing = None  # reason string once the broker wants it closed
         self.queued = False  # in the broker's pending list
         self.outn = 0  # bytes in out (the driver zeroes it when it takes out)
-        self.backlog = 0  # bytes the driver has not got onto the wire yet
+        self.backlog = 0  # bytes the driver has not got onto the wire yet (>0: draining)
         self.io = None  # the driver's writer/transport
         self.task = None  # the driver's reader task, if it has one
-        self.draining = False  # the driver is waiting for the socket to take a backlog
+
+    def name(self):
+        return peer_name(self.peer)
 
 
 def is_loopback(host):
