@@ -7,10 +7,10 @@ import os
 import struct
 import time
 
-from midge.client import Client, MQTTException
+from midge.client import MQTTException
 
 from host_tools.cli import CLIError
-from host_tools.pubsub import _common
+from host_tools.pubsub import _common, connect, make_client
 
 
 def add_arguments(p):
@@ -26,25 +26,9 @@ def percentile(values, q):
 
 
 def _connect(args, cid):
-    password = args.pw if args.pw is not None else os.environ.get("MIDGE_MQTT_PASSWORD")
-    ssl = True if (args.cafile or args.tls) else None
-    c = Client(
-        cid,
-        args.host,
-        args.port or (8883 if ssl else 1883),
-        args.username,
-        password.encode() if password is not None else None,
-        args.keepalive,
-        True,
-        ssl,
-        {"cafile": args.cafile} if args.cafile else {},
-        reconnect=False,
-    )
+    c = make_client(args, cid, reconnect=False)
     t0 = time.perf_counter()
-    try:
-        c.connect(int(args.timeout * 1000))
-    except MQTTException as e:
-        raise CLIError(str(e)) from None
+    connect(c, args)
     return c, (time.perf_counter() - t0) * 1000
 
 

@@ -59,9 +59,8 @@ def add_arguments_sub(p):
     p.add_argument("-R", "--no-retained", action="store_true", help="skip retained messages")
 
 
-def _client(args, kind, callback=None):
-    if not args.topic:
-        raise CLIError("a topic is needed (-t)")
+def make_client(args, client_id, reconnect):
+    """A Client from the shared connection flags, checked first (one-line errors)."""
     password = args.pw if args.pw is not None else os.environ.get("MIDGE_MQTT_PASSWORD")
     if password is not None and args.username is None:
         raise CLIError("a password (-P) needs a username (-u)")
@@ -72,8 +71,8 @@ def _client(args, kind, callback=None):
         ssl, params = True, {"cafile": args.cafile}
     elif args.tls:
         ssl = True
-    c = Client(
-        args.id or "midge-%s-%d" % (kind, os.getpid()),
+    return Client(
+        client_id,
         args.host,
         args.port or (8883 if ssl else 1883),
         args.username,
@@ -82,18 +81,28 @@ def _client(args, kind, callback=None):
         not args.disable_clean_session,
         ssl,
         params,
-        reconnect=kind == "sub",
+        reconnect=reconnect,
     )
-    if callback:  # before connect: a kept session's queued messages come with the CONNACK
-        c.set_callback(callback)
-    if args.will_topic:
-        c.set_will(args.will_topic, args.will_payload.encode(), args.will_qos, args.will_retain)
+
+
+def connect(c, args):
     try:
         c.connect(int(args.timeout * 1000))
     except MQTTException as e:
         raise CLIError(str(e)) from None
     except (ValueError, MQTTError) as e:  # an invalid will topic and the like
         raise CLIError(str(e)) from None
+
+
+def _client(args, kind, callback=None):
+    if not args.topic:
+        raise CLIError("a topic is needed (-t)")
+    c = make_client(args, args.id or "midge-%s-%d" % (kind, os.getpid()), kind == "sub")
+    if callback:  # before connect: a kept session's queued messages come with the CONNACK
+        c.set_callback(callback)
+    if args.will_topic:
+        c.set_will(args.will_topic, args.will_payload.encode(), args.will_qos, args.will_retain)
+    connect(c, args)
     return c
 
 
