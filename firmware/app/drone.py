@@ -5,6 +5,7 @@ import math
 from midge.compat import ticks_add, ticks_diff
 
 FLIGHT_MS = 120000  # one simulated flight: climb, cruise, descend, then again
+CYCLE_MS = 600000  # both simulations repeat after this: elapsed time is kept modulo it
 
 
 def altitude_at(t_ms):
@@ -19,19 +20,24 @@ def altitude_at(t_ms):
 
 def temperature_at(t_ms):
     """Simulated air temperature in °C: a slow swing around 21 °C."""
-    return 21.0 + 3.0 * math.sin(t_ms * 2 * math.pi / 600000)
+    return 21.0 + 3.0 * math.sin(t_ms * 2 * math.pi / CYCLE_MS)
 
 
 class Noise:
-    """A small deterministic generator (LCG) for sensor jitter: same seed, same series."""
+    """A small deterministic generator (16-bit xorshift) for sensor jitter: same seed, same
+    series. Every value stays a small int on a 32-bit board: no heap per reading."""
 
     def __init__(self, seed):
-        self.state = seed & 0x7FFFFFFF
+        self.state = (seed & 0xFFFF) or 1
 
     def next(self, span):
         """A value in [-span, span)."""
-        self.state = (self.state * 1103515245 + 12345) & 0x7FFFFFFF
-        return (self.state / 0x40000000 - 1.0) * span
+        x = self.state
+        x ^= (x << 7) & 0xFFFF
+        x ^= x >> 9
+        x ^= (x << 8) & 0xFFFF
+        self.state = x
+        return (x / 0x8000 - 1.0) * span
 
 
 class Drone:
@@ -44,11 +50,12 @@ class Drone:
     def __init__(self, sensor_id, kinds, interval_ms, now, sources=None):
         self.interval = interval_ms
         self.status_topic = "sensors/%s/status" % sensor_id
-        self.start = now
+        self.last = now
+        self.elapsed = 0  # ms since start, modulo CYCLE_MS (ticks_diff wraps after days)
         self.due = now  # first readings at once
         seed = 0
         for c in sensor_id:  # each drone its own jitter, the same on every run
-            seed = seed * 31 + ord(c)
+            seed = (seed * 31 + ord(c)) & 0xFFFF
         noise = Noise(seed)
         sim = {
             "altitude": lambda t: max(0.0, altitude_at(t) + noise.next(0.3)),
@@ -71,7 +78,9 @@ class Drone:
         self.due = ticks_add(self.due, self.interval)
         if ticks_diff(now, self.due) >= 0:
             self.due = ticks_add(now, self.interval)
-        t = ticks_diff(now, self.start)
+        self.elapsed = (self.elapsed + ticks_diff(now, self.last)) % CYCLE_MS
+        self.last = now
+        t = self.elapsed
         out = []
         for topic, src in self.channels:
             out.append((topic, ("%.1f" % src(t)).encode()))
