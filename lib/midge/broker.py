@@ -10,7 +10,7 @@ import sys
 import midge
 from midge import broker_core
 from midge.broker_sess import is_loopback, peer_name
-from midge.compat import MICROPYTHON, const, mem_alloc, mem_free, ticks_ms
+from midge.compat import MICROPYTHON, const, format_exception, mem_alloc, mem_free, ticks_ms
 
 _LOW_HEAP = const(32768)  # bytes free under which each new client starts with gc.collect()
 
@@ -48,6 +48,14 @@ def make_log(verbose):
     return log
 
 
+def log_bug(core, where, e):
+    """An exception nobody expected (not a socket error, not a protocol error): a bug in midge.
+    Always logged, with its traceback: it must never pass for a closed connection."""
+    core.log(
+        broker_core.WARN, "%s: internal error (a bug in midge)\n%s" % (where, format_exception(e))
+    )
+
+
 def _backlog(w):
     b = getattr(w, "out_buf", None)  # MicroPython Stream; CPython StreamWriter has a transport
     return len(b) if b is not None else w.transport.get_write_buffer_size()
@@ -58,6 +66,12 @@ class Server:
         self.core = core
         self.store = store
         self.mv = memoryview(bytearray(2048))  # shared: read, fed (copied) and reused at once
+        free = mem_free()
+        if free is not None:
+            # a small heap: a client that stops reading may hold only a slice of it in
+            # unsent QoS 0 output (then its messages are dropped and counted), or one slow
+            # subscriber's backlog runs the heap out for everybody
+            core.max_wbuf = min(core.max_wbuf, free // 16)
 
     def _accept(self, w):
         """A Conn for the socket behind w, or None when the core refuses it."""
@@ -106,9 +120,11 @@ class Server:
                 core.log(
                     broker_core.WARN, "%s: out of memory, connection closed (%s)" % (c.name(), e)
                 )
-            except Exception as e:  # a reset socket or a bug: this client only
+            except OSError as e:  # a reset socket: this client only
                 if c.closing is None and core.verbose:
                     core.log(broker_core.INFO, "%s: %r" % (c.name(), e))
+            except Exception as e:  # a bug: this client only, and loudly
+                log_bug(core, c.name(), e)
             c.task = None
             try:
                 core.closed(c, ticks_ms())
@@ -159,7 +175,7 @@ class Server:
                 if data is None:
                     break
                 w.write(data)
-        except Exception:
+        except OSError:  # the peer is gone: its reader task closes it
             pass
         c.backlog = 0
         if c.closing is not None:
@@ -188,6 +204,8 @@ class Server:
             except MemoryError:  # short of heap: skip this round, the clients go on
                 gc.collect()
                 core.log(broker_core.WARN, "out of memory in housekeeping")
+            except Exception as e:  # a bug: logged, and keepalive goes on next second
+                log_bug(core, "housekeeping", e)
 
 
 def _presize_poller(n):

@@ -15,6 +15,7 @@ class _Conn(asyncio.BufferedProtocol):
     def __init__(self, srv):
         self.srv = srv
         self.c = None
+        self.tr = None
 
     def connection_made(self, tr):
         srv = self.srv
@@ -23,7 +24,7 @@ class _Conn(asyncio.BufferedProtocol):
         if c is None:
             tr.abort()
             return
-        c.io = tr
+        c.io = self.tr = tr
         tr.set_write_buffer_limits(srv.core.max_wbuf)
         self.c = c
 
@@ -32,7 +33,13 @@ class _Conn(asyncio.BufferedProtocol):
 
     def buffer_updated(self, n):
         srv = self.srv
-        srv.core.feed(self.c, srv.rbuf[:n], ticks_ms())
+        try:
+            srv.core.feed(self.c, srv.rbuf[:n], ticks_ms())
+        except Exception as e:  # a bug (protocol errors are handled in the core): loudly
+            broker.log_bug(srv.core, self.c.name(), e)
+            self.c.io = None
+            self.tr.abort()
+            return
         if srv.store is not None:
             srv.store.sync()
         srv.flush()
@@ -73,12 +80,15 @@ class Server:
                 tr.close()
 
     def tick(self):
-        now = ticks_ms()
-        self.core.tick(now)
-        if self.store is not None:
-            self.store.step(now)
-        self.flush()
         asyncio.get_running_loop().call_later(1, self.tick)
+        now = ticks_ms()
+        try:
+            self.core.tick(now)
+            if self.store is not None:
+                self.store.step(now)
+        except Exception as e:  # a bug: logged, and keepalive goes on next second
+            broker.log_bug(self.core, "housekeeping", e)
+        self.flush()
 
     async def serve(self, listeners, ready=None):
         loop = asyncio.get_running_loop()

@@ -98,3 +98,16 @@ else:
 
     def sock_readinto(sock, buf):
         return sock.recv_into(buf)
+
+
+def format_exception(e):
+    """The traceback of e as text: for logging an unexpected error (a bug) where it happened."""
+    if MICROPYTHON:
+        import io
+
+        buf = io.StringIO()
+        sys.print_exception(e, buf)  # type: ignore[attr-defined]
+        return buf.getvalue()  # type: ignore[attr-defined]
+    import traceback
+
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__))

@@ -22,22 +22,77 @@ def _fsync(f):
         sync(f.fileno())
 
 
-class _W:
-    def __init__(self):
-        self.parts = []
+class _Out:
+    """Records streamed into a file through one small reusable buffer: no block the size of
+    a record is ever needed (a board's fragmented heap may have none to give)."""
 
-    def u(self, n):
-        self.parts.append(struct.pack(">I", n))
+    def __init__(self, f, buf):
+        self.f = f
+        self.buf = buf
+        self.i = 0
+        self.n = 0  # bytes written in all
+
+    def flush(self):
+        if self.i:
+            self.f.write(memoryview(self.buf)[: self.i])
+            self.n += self.i
+            self.i = 0
+
+    def u(self, n, fmt=">I", size=4):
+        if self.i + size > len(self.buf):
+            self.flush()
+        struct.pack_into(fmt, self.buf, self.i, n)
+        self.i += size
 
     def b(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.u(len(data))
-        self.parts.append(bytes(data))
+        n = len(data)
+        self.u(n)
+        if self.i + n > len(self.buf):
+            self.flush()
+            if n > len(self.buf):
+                self.f.write(data)
+                self.n += n
+                return
+        self.buf[self.i : self.i + n] = data
+        self.i += n
 
-    def record(self, kind):
-        body = b"".join(self.parts)
-        return struct.pack(">BIH", kind, len(body), sum(body) & 0xFFFF) + body
+    def record(self, kind, fields, *args):
+        """One record of the ints and bytes that fields(*args) yields (called twice: the
+        header's length and checksum come first)."""
+        n = ck = 0
+        for x in fields(*args):
+            if not isinstance(x, int):
+                ck += sum(x)
+                n += len(x)
+                x = len(x)
+            ck += (x >> 24) + (x >> 16 & 255) + (x >> 8 & 255) + (x & 255)
+            n += 4
+        self.u(kind, ">B", 1)
+        self.u(n)
+        self.u(ck & 0xFFFF, ">H", 2)
+        for x in fields(*args):
+            if isinstance(x, int):
+                self.u(x)
+            else:
+                self.b(x)
+
+
+def _enc(t, enc):
+    """str t in UTF-8; enc caches the encoded topics (queues share a few)."""
+    b = enc.get(t)
+    if b is None:
+        b = enc[t] = t.encode()
+    return b
+
+
+def _retained_fields(topic, m):
+    yield topic.encode()
+    yield m.qos if m else 0
+    yield m.payload if m else b""
+
+
+def _gone_fields(cid):
+    yield cid.encode()
 
 
 class _Rd:
@@ -58,43 +113,46 @@ class _Rd:
         self.i = i + n
         if self.i > len(self.d):
             raise ValueError("field runs past its record")
-        return self.d[i : i + n]
+        return bytes(self.d[i : i + n])
 
     def s(self):
         return self.b().decode()
 
 
-def _session_record(s):
-    w = _W()
-    w.b(s.cid)
-    w.u(len(s.subs))
+def _session_fields(s, enc):
+    yield _enc(s.cid, enc)
+    yield len(s.subs)
     for f, q in s.subs.items():
-        w.b(f)
-        w.u(q)
-    w.u(len(s.inflight))
+        yield _enc(f, enc)
+        yield q
+    yield len(s.inflight)
     for pid, e in s.inflight.items():
-        w.u(pid)
+        yield pid
         if e is None:
-            w.u(255)  # PUBREL sent, waiting for PUBCOMP
+            yield 255  # PUBREL sent, waiting for PUBCOMP
         else:
             m, flags = e
-            w.u(flags)
-            w.b(m.topic)
-            w.b(m.payload)
+            yield flags
+            yield _enc(m.topic, enc)
+            yield m.payload
     qu = s.queue or ()
-    w.u(len(qu))
+    yield len(qu)
     for m, flags in qu:
-        w.u(flags)
-        w.b(m.topic)
-        w.b(m.payload)
+        yield flags
+        yield _enc(m.topic, enc)
+        yield m.payload
     rx2 = s.rx2 or ()
-    w.u(len(rx2))
+    yield len(rx2)
     for pid in rx2:
-        w.u(pid)
-    return w.record(_S)
+        yield pid
 
 
-def _read_session(r):
+def _topic(r, topics):
+    t = r.s()
+    return topics.setdefault(t, t)
+
+
+def _read_session(r, topics):
     s = Session(r.s(), False)
     for _ in range(r.u()):
         f = r.s()
@@ -105,14 +163,14 @@ def _read_session(r):
         if flags == 255:
             s.inflight[pid] = None
         else:
-            s.inflight[pid] = (Msg(r.s(), r.b(), flags & 3, False), flags)
+            s.inflight[pid] = (Msg(_topic(r, topics), r.b(), flags & 3, False), flags)
     n = r.u()
     if n:
-        s.queue = []
-        for _ in range(n):
+        qu = s.queue = [None] * n  # one block of the right size, before the messages
+        for k in range(n):
             flags = r.u()
-            m = Msg(r.s(), r.b(), flags & 3, False)
-            s.queue.append((m, flags))
+            m = Msg(_topic(r, topics), r.b(), flags & 3, False)
+            qu[k] = (m, flags)
             s.qbytes += len(m.payload)
     n = r.u()
     if n:
@@ -130,6 +188,7 @@ class Store:
         self.dirty_s = {}  # cid -> Session or None (gone)
         self.dirty_r = {}  # topic -> Msg or None
         self.held = []  # (conn, ack bytes) released after the next fsync
+        self.wbuf = bytearray(1024)  # records are written through it
         self.f = None
         self.unsynced = False
         self.size = 0
@@ -155,28 +214,25 @@ class Store:
         """Append what changed; fsync and release held acknowledgements. Cheap when idle."""
         if not (self.dirty_s or self.dirty_r or self.held):
             return
-        parts = []
-        for topic, m in self.dirty_r.items():
-            w = _W()
-            w.b(topic)
-            w.u(m.qos if m else 0)
-            w.b(m.payload if m else b"")
-            parts.append(w.record(_R))
-        for cid, s in self.dirty_s.items():
-            if s is None or s.clean:
-                w = _W()
-                w.b(cid)
-                parts.append(w.record(_X))
-            else:
-                parts.append(_session_record(s))
+        dirty_r = self.dirty_r
+        dirty_s = self.dirty_s
         self.dirty_r = {}
         self.dirty_s = {}
-        data = b"".join(parts)
         f = self.f
         if f is None:  # closed
             return
-        f.write(data)
-        self.size += len(data)
+        out = _Out(f, self.wbuf)
+        for topic, m in dirty_r.items():
+            out.record(_R, _retained_fields, topic, m)
+        enc = {}
+        for cid, s in dirty_s.items():
+            if s is None or s.clean:
+                out.record(_X, _gone_fields, cid)
+            else:
+                out.record(_S, _session_fields, s, enc)
+        out.flush()
+        n = out.n
+        self.size += n
         self.unsynced = True
         if self.held:
             _fsync(f)
@@ -208,30 +264,31 @@ class Store:
     def compact(self):
         """Rewrite the live state into a new file (write, fsync, rename)."""
         core = self.core
-        parts = [MAGIC]
-        for topic, m in core.retained.items():
-            if topic[:1] != "$":
-                w = _W()
-                w.b(topic)
-                w.u(m.qos)
-                w.b(m.payload)
-                parts.append(w.record(_R))
-        for s in core.sessions.values():
-            if not s.clean:
-                parts.append(_session_record(s))
-        data = b"".join(parts)
         tmp = self.path + ".new"
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.write(MAGIC)
+            out = _Out(f, self.wbuf)
+            for topic, m in core.retained.items():
+                if topic[:1] != "$":
+                    out.record(_R, _retained_fields, topic, m)
+            enc = {}
+            for s in core.sessions.values():
+                if not s.clean:
+                    out.record(_S, _session_fields, s, enc)
+            out.flush()
+            n = len(MAGIC) + out.n
             _fsync(f)
         if self.f is not None:
             self.f.close()
         os.rename(tmp, self.path)
         self.f = open(self.path, "ab")
-        self.size = self.live = len(data)
+        self.size = self.live = n
 
     def restore(self, now):
-        """Load the file into the core (missing file: empty start), then compact it."""
+        """Load the file into the core (missing file: empty start), then compact it.
+        A journal holds many versions of a session: the first pass only finds the last one
+        of each session and retained topic, the second builds just those (a board's heap
+        would not hold the garbage of every older version)."""
         core = self.core
         sessions = {}
         retained = {}
@@ -244,33 +301,42 @@ class Store:
             bad = None
             if data[: len(MAGIC)] != MAGIC:
                 bad = "not a midge persistence file"
+            mv = memoryview(data)
+            last = {}  # (kind R or S, key) -> (kind, body)
             i = len(MAGIC)
             while bad is None and i < len(data):
                 if i + 7 > len(data):
                     break  # a record cut short by a crash: never acknowledged
-                kind, n, ck = struct.unpack(">BIH", data[i : i + 7])
-                body = data[i + 7 : i + 7 + n]
+                kind, n, ck = struct.unpack(">BIH", mv[i : i + 7])
+                body = mv[i + 7 : i + 7 + n]
                 if len(body) < n:
                     break
                 if sum(body) & 0xFFFF != ck or kind not in (_R, _S, _X):
                     bad = "damaged record at byte %d" % i
                     break
+                try:
+                    key = _Rd(body).s()
+                except (ValueError, UnicodeError):
+                    bad = "damaged record at byte %d" % i
+                    break
+                last[(_R if kind == _R else _S, key)] = (kind, body)
+                i += 7 + n
+            topics = {}  # one str per topic for all the queued messages
+            for key, (kind, body) in last.items():
                 r = _Rd(body)
                 try:
                     if kind == _R:
                         t = r.s()
                         q = r.u()
                         p = r.b()
-                        retained[t] = Msg(t, p, q, True) if p else None
+                        if p:
+                            retained[t] = Msg(t, p, q, True)
                     elif kind == _S:
-                        s = _read_session(r)
+                        s = _read_session(r, topics)
                         sessions[s.cid] = s
-                    else:
-                        sessions[r.s()] = None
                 except (ValueError, UnicodeError):
-                    bad = "damaged record at byte %d" % i
-                    break
-                i += 7 + n
+                    bad = "damaged record for %r" % key[1]  # checksum right, content not
+            last = body = mv = data = None
             if bad is not None:
                 aside = self.path + ".corrupt"
                 try:
@@ -281,8 +347,7 @@ class Store:
                     WARN, "%s: %s; moved to %s, kept what came before" % (self.path, bad, aside)
                 )
         for t, m in retained.items():
-            if m is not None:
-                core.retained[t] = m
+            core.retained[t] = m
         for cid, s in sessions.items():
             if s is not None:
                 s.gone = now

@@ -2,13 +2,16 @@
 file + ACL, secure-by-default start, config errors, persistence across kill -9."""
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
-from brokerproc import LIB, ROOT, RUNTIMES, Broker, Raw, available
+from brokerproc import LIB, ROOT, RUNTIMES, Broker, Raw, assert_clean, available
 from test_broker_peers import Paho
 
 ALL = [r for r in ("cpython", "fast", "micropython") if available(r)]
@@ -73,40 +76,82 @@ def test_bad_config_and_open_listener_are_one_line_errors(runtime, tmp_path):
     assert r.returncode == 2 and "refusing to listen on 0.0.0.0" in out and "\n" not in out
 
 
+def _loader(port):
+    """A paho publisher and a condition that is notified on every PUBACK/PUBCOMP."""
+    cv = threading.Condition()
+    acked = [0]
+
+    def on_publish(cl, ud, mid, rc, props):
+        with cv:
+            acked[0] += 1
+            cv.notify_all()
+
+    connected = queue.Queue()
+    p = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="loader")
+    p.max_inflight_messages_set(20)
+    p.on_publish = on_publish
+    p.on_connect = lambda cl, ud, fl, rc, pr: connected.put(rc)
+    p.connect("127.0.0.1", port, 60)
+    p.loop_start()
+    assert connected.get(timeout=5) == 0
+    return p, cv, acked
+
+
 @pytest.mark.parametrize("runtime", ALL)
-def test_acknowledged_qos1_survives_kill_9(runtime, tmp_path):
+def test_acknowledged_qos1_and_qos2_survive_kill_9_mid_stream(runtime, tmp_path):
     conf = tmp_path / "p.conf"
-    conf.write_text("persistence true\npersistence_file %s\n" % (tmp_path / "midge.db"))
+    conf.write_text(
+        "persistence true\npersistence_file %s\nmax_queued_messages 100000\n"
+        % (tmp_path / "midge.db")
+    )
     b = Broker(runtime, str(conf))
+    p = None
     try:
         s = Paho(b.port, "durable", clean=False)
-        s.sub("k/#", 1)
+        s.sub("k/#", 2)
         s.stop()
-        p = Paho(b.port)
-        acked = []
-        t_end = time.monotonic() + 10
+        p, cv, acked = _loader(b.port)
+        sent = []  # (payload, qos, paho MQTTMessageInfo)
+        deadline = time.monotonic() + 20
         i = 0
-        while len(acked) < 60 and time.monotonic() < t_end:
-            info = p.c.publish("k/t", b"m%03d" % i, 1)
-            if i == 40:  # under load: the next ones are in flight when the broker dies
-                for _ in range(8):
-                    p.c.publish("k/t", b"x%03d" % i, 1)
-            info.wait_for_publish(5)
-            acked.append(b"m%03d" % i)
+        # stream QoS 1 and QoS 2 (at most 100 unacknowledged, 20 of them in flight), and
+        # kill -9 the broker while that stream is running
+        while acked[0] < 300:
+            q = 1 + i % 2
+            payload = b"q%d-%05d" % (q, i)
+            sent.append((payload, q, p.publish("k/t", payload, q)))
             i += 1
+            with cv:
+                while len(sent) - acked[0] > 100:
+                    assert time.monotonic() < deadline, "stream stalled at %d acks" % acked[0]
+                    cv.wait(1)
         b.kill(signal.SIGKILL)
-        p.c.loop_stop()
+        p.loop_stop()
+        ok = [(m, q) for m, q, info in sent if info.is_published()]
+        assert len(ok) >= 300 and len(ok) < len(sent), (len(ok), len(sent))  # mid-stream
+        assert {q for m, q in ok} == {1, 2}
+
         b = Broker(runtime, str(conf), port=b.port)
         s2 = Paho(b.port, "durable", clean=False)
         assert s2.connack[0] is True
-        got = set()
-        try:
-            while True:
-                got.add(s2.get(timeout=1.5).payload)
-        except Exception:
-            pass
-        missing = [m for m in acked if m not in got]
-        assert not missing, missing
+        want = {m: q for m, q in ok}
+        got = {}
+        end = time.monotonic() + 15
+        while not want.keys() <= got.keys() and time.monotonic() < end:
+            try:
+                m = s2.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                break
+            got.setdefault(m.payload, []).append(m.qos)
+        missing = sorted(set(want) - set(got))
+        assert not missing, "%d acknowledged messages lost, e.g. %r" % (len(missing), missing[:5])
+        for m, q in want.items():
+            assert got[m][0] == q, (m, got[m])  # delivered at the QoS it was published with
+            if q == 2:
+                assert len(got[m]) == 1, (m, got[m])  # exactly once
         s2.stop()
+        assert_clean(b.kill())
     finally:
+        if p is not None:
+            p.loop_stop()
         b.kill()
