@@ -40,19 +40,29 @@ class AsyncClient(Session):
 
             kw["ssl"] = tls.context(self.ssl, self.ssl_params)
             kw["server_hostname"] = self.ssl_params.get("server_hostname", self.server)
+        t = self.connect_timeout / 1000
+        self._werr = None
         try:
             self._r, self._w = await asyncio.wait_for(
-                asyncio.open_connection(self.server, self.port, **kw), self.connect_timeout / 1000
+                asyncio.open_connection(self.server, self.port, **kw), t
             )
+            self.begin(ticks_ms())
+            self._out()  # CONNECT; MicroPython's connect (and TLS handshake) ends in drain()
+            await asyncio.wait_for(self._w.drain(), t)
+            if self._werr is not None:
+                raise self._werr
         except (OSError, ValueError, asyncio.TimeoutError) as e:
+            await self._close()
             raise MQTTException(
                 "cannot connect to %s:%d: %s"
                 % (self.server, self.port, str(e).strip() or "timed out")
             )
-        self._werr = None
-        self.begin(ticks_ms())
-        while self.state != CONNECTED:
-            await self._step()
+        try:
+            while self.state != CONNECTED:
+                await self._step()
+        except MQTTException:
+            await self._close()  # refused or timed out: the link is not left open
+            raise
 
     async def _close(self):
         w = self._w
