@@ -8,18 +8,20 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from brokerproc import Broker, Raw, available
+from brokerproc import Broker, Raw, assert_clean, available
 
 RUNTIMES = [r for r in ("cpython", "fast", "micropython") if available(r)]
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
-def broker(request, tmp_path_factory):
-    conf = tmp_path_factory.mktemp("conf") / "midge.conf"
+@pytest.fixture(params=RUNTIMES)
+def broker(request, tmp_path):
+    """A fresh broker per test (nothing carries over between tests), logging with -v; its
+    output must show no sign of a bug."""
+    conf = tmp_path / "midge.conf"
     conf.write_text("sys_interval 1\nmax_queued_messages 5\n")
-    b = Broker(request.param, str(conf))
+    b = Broker(request.param, str(conf), args=["-v"])
     yield b
-    b.kill()
+    assert_clean(b.kill())
 
 
 class Paho:
@@ -124,7 +126,9 @@ def test_will_on_keepalive_expiry(broker):
     m = w.get(timeout=5)
     waited = time.monotonic() - t0
     assert (m.topic, m.payload) == ("kw/s", b"bye")
-    assert 1.4 <= waited <= 3.5, waited  # 1.5 x keepalive, checked once a second
+    # expiry after 1.5 x keepalive idle, found by a check once a second: 1.5 to 2.5 s, plus
+    # slack for a loaded machine on the upper bound (the lower bound is the spec's)
+    assert 1.4 <= waited <= 5.0, waited
     assert r.recv() is None  # and the broker closed the socket
     w.stop()
 
@@ -147,25 +151,68 @@ def test_qos2_duplicate_before_pubrel_not_rerouted(broker):
     s.stop()
 
 
+def _connect_bytes(flags, name=b"MQTT", level=4, payload=b"\x00\x01c"):
+    body = b"\x00\x04" + name + bytes((level, flags)) + b"\x00\x3c" + payload
+    return bytes((0x10, len(body))) + body
+
+
+# (what is wrong, bytes) sent after a good CONNECT
+MALFORMED = [
+    ("wildcard in a PUBLISH topic", b"\x30\x05\x00\x03a/#"),
+    ("reserved packet type 15", b"\xf0\x00"),
+    ("SUBSCRIBE without its QoS byte", b"\x82\x03\x00\x01\x00"),
+    ("remaining length over 4 bytes", b"\x30\xff\xff\xff\xff\x7f"),
+    ("SUBSCRIBE flags 0000", b"\x80\x06\x00\x01\x00\x01a\x00"),
+    ("SUBSCRIBE with no filter", b"\x82\x02\x00\x01"),
+    ("SUBSCRIBE QoS 3", b"\x82\x06\x00\x01\x00\x01a\x03"),
+    ("UNSUBSCRIBE with no filter", b"\xa2\x02\x00\x01"),
+    ("PUBLISH QoS 3", b"\x36\x05\x00\x01a\x00\x01"),
+    ("PUBLISH QoS 1 packet id 0", b"\x32\x05\x00\x01a\x00\x00"),
+    ("ill-formed UTF-8 topic", b"\x30\x04\x00\x02\xc3\x28"),
+    ("U+0000 in a topic", b"\x30\x04\x00\x02a\x00"),
+    ("topic length past the packet", b"\x30\x03\x00\x05a"),
+    ("second CONNECT", _connect_bytes(2)),
+    ("CONNACK from a client", b"\x20\x02\x00\x00"),
+    ("PUBREL flags 0000", b"\x60\x02\x00\x01"),
+    ("PINGREQ with a body", b"\xc0\x01\x00"),
+    ("PUBACK of length 1", b"\x40\x01\x00"),
+    ("DISCONNECT flags 0001", b"\xe1\x00"),
+]
+
+# (what is wrong, bytes) sent as the first packet
+BAD_CONNECT = [
+    ("PUBLISH before CONNECT", b"\x30\x05\x00\x01a\x00\x01"),
+    ("CONNECT without a payload", b"\x10\x02\x00\x00"),
+    ("CONNECT reserved flag set", _connect_bytes(3)),
+    ("protocol name MQTX", _connect_bytes(2, b"MQTX")),
+    ("password flag without user name", _connect_bytes(0x42, payload=b"\x00\x01c\x00\x01p")),
+    ("will QoS 3", _connect_bytes(0x1E, payload=b"\x00\x01c\x00\x01w\x00\x01m")),
+    ("will retain without will flag", _connect_bytes(0x22)),
+]
+
+
 def test_malformed_packets_close_only_that_connection(broker):
+    """Each malformed packet closes its own connection as a protocol error (the broker says
+    so for that peer: a crash in the broker would not), and other clients go on."""
     ok = Paho(broker.port)
     ok.sub("mal/#")
-    for data in (
-        b"\x30\x05\x00\x03a/#",
-        b"\xf0\x00",
-        b"\x82\x03\x00\x01\x00",
-        b"\x30\xff\xff\xff\xff\x7f",
-    ):
+    for why, data in MALFORMED + BAD_CONNECT:
         r = Raw(broker.port)
-        assert r.connect("bad").return_code == 0
+        if (why, data) in MALFORMED:
+            assert r.connect("bad").return_code == 0
+        port = r.sock.getsockname()[1]
         r.send(data)
-        assert r.recv() is None
-    r = Raw(broker.port)
-    r.send(b"\x10\x02\x00\x00")  # not even a valid CONNECT
-    assert r.recv() is None
+        p = r.recv()
+        assert p is None or p.type == r.codec.CONNACK and p.return_code != 0, (why, p)
+        if p is not None:
+            assert r.recv() is None, why
+        line = "(127.0.0.1:%d): protocol error" % port
+        broker.wait_output(line, timeout=5)
+        r.close()
     ok.c.publish("mal/1", b"alive", 1).wait_for_publish(5)
     assert ok.get().payload == b"alive"
     ok.stop()
+    assert_clean(broker.output())
 
 
 def test_persistent_session_offline_queue_bounded(broker):
@@ -183,7 +230,7 @@ def test_persistent_session_offline_queue_bounded(broker):
     mon = Paho(broker.port)
     mon.sub("$SYS/broker/messages/dropped")
     # the retained value may predate the drops; the next one (1 s later) has them
-    assert max(int(mon.get(timeout=3).payload) for _ in range(2)) >= 3
+    assert max(int(mon.get(timeout=3).payload) for _ in range(2)) == 3
     for c in (s2, p, mon):
         c.stop()
 
@@ -194,6 +241,6 @@ def test_sys_topics_not_matched_by_hash(broker):
     a.none(1.5)  # $SYS is published every second but '#' must not see it
     b = Paho(broker.port)
     b.sub("$SYS/broker/clients/connected")
-    assert max(int(b.get(timeout=3).payload) for _ in range(2)) >= 2
+    assert max(int(b.get(timeout=3).payload) for _ in range(2)) == 2  # a fresh broker: a and b
     a.stop()
     b.stop()
