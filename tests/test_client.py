@@ -164,11 +164,14 @@ def test_unsubscribe_stops_delivery():
     c.connect()
     got = collector(c)
     c.subscribe(topic, 0)
+    c.subscribe(topic + "/end", 0)
+    c.publish(topic, b"before", 1, wait=True)
+    assert run([c], lambda: got)  # the subscription delivers,
     c.unsubscribe(topic)
-    c.publish(topic, b"x", 1, wait=True)
-    c.ping()
-    run([c], lambda: False, 300)
-    assert got == []
+    c.publish(topic, b"after", 1, wait=True)  # then nothing once unsubscribed:
+    c.publish(topic + "/end", b"end", 1, wait=True)  # this one would come after it
+    assert run([c], lambda: len(got) >= 2)
+    assert [g[1] for g in got] == [b"before", b"end"]
     c.disconnect()
 
 

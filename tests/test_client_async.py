@@ -42,7 +42,11 @@ def test_async_qos_levels_handlers_and_run():
         assert got[:3] == [(topic + "/x", b"m%d" % q, q) for q in (0, 1, 2)]
         assert [int(g[1]) for g in got[3:]] == list(range(20))
         assert not any(c.pending(p) for p in pids)
-        await c.unsubscribe(topic + "-other")
+        await c.unsubscribe(topic + "-other")  # it delivered "o" above; nothing after:
+        await c.publish(topic + "-other", b"o2", 1, wait=True)
+        await c.publish(topic + "/end", b"end", 1, wait=True)  # this comes after "o2" would
+        assert await until(lambda: len(got) == 24)
+        assert got[23][1] == b"end" and other == [b"o"], other
         await c.disconnect()
         await asyncio.wait_for(runner, 2)  # run() ends at disconnect()
         assert not c.connected
