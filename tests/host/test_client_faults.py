@@ -1,6 +1,8 @@
 """The midge client under faults (a proxy that cuts or stalls the link at a chosen packet,
-a broker restart, a misbehaving broker) and with paho-mqtt as the peer. CPython only."""
+a broker restart, a misbehaving broker) and with paho-mqtt as the peer. CPython only.
+Tests taking the `driver` fixture run on the blocking Client and on the AsyncClient."""
 
+import asyncio
 import socket
 import threading
 import time
@@ -11,10 +13,12 @@ import pytest
 import support
 from faultproxy import FaultProxy
 from midge import codec
+from midge.aclient import AsyncClient
 from midge.client import Client, MQTTException
 
 PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, SUBACK = 3, 4, 5, 6, 7, 8, 9
 PINGREQ, PINGRESP = 12, 13
+END = b"end"
 
 
 def run(clients, done, secs=10):
@@ -43,12 +47,14 @@ class Peer:
     def publish(self, topic, payload, qos):
         self.c.publish(topic, payload, qos).wait_for_publish(5)
 
-    def wait(self, n, secs=10):
+    def until_end(self, secs=10):
+        """What came before the sentinel b"end" (published after everything else by the
+        same client, so a duplicate would come before it), once the sentinel is here."""
         end = time.monotonic() + secs
-        while len(self.got) < n and time.monotonic() < end:
+        while END not in self.got and time.monotonic() < end:
             time.sleep(0.01)
-        time.sleep(0.2)  # anything extra (a duplicate) has time to show up
-        return self.got
+        assert END in self.got, self.got
+        return self.got[: self.got.index(END)]
 
     def close(self):
         self.c.disconnect()
@@ -67,11 +73,79 @@ def proxy(broker_port):
     p.close()
 
 
-def midge_client(port, **kw):
+def midge_client(port, cls=Client, **kw):
     kw.setdefault("clean_session", False)
     kw.setdefault("backoff_min", 20)
     kw.setdefault("backoff_max", 200)
-    return Client(support.unique("mdg"), "127.0.0.1", port, keepalive=5, **kw)
+    kw.setdefault("keepalive", 5)
+    return cls(support.unique("mdg"), "127.0.0.1", port, **kw)
+
+
+class SyncAsync:
+    """An AsyncClient driven by a synchronous test: its event loop runs while the test calls
+    a method or loop(ms), so the client's own reader task does the work (reads, timers,
+    reconnects) as it does in an asyncio application."""
+
+    def __init__(self, *args, **kw):
+        self.aloop = asyncio.new_event_loop()
+        self.c = AsyncClient(*args, **kw)
+
+    def __getattr__(self, name):  # state and the Session's plain methods
+        return getattr(self.c, name)
+
+    def _run(self, coro):
+        return self.aloop.run_until_complete(coro)
+
+    def connect(self):
+        return self._run(self.c.connect())
+
+    def publish(self, *args, **kw):
+        return self._run(self.c.publish(*args, **kw))
+
+    def subscribe(self, *args, **kw):
+        return self._run(self.c.subscribe(*args, **kw))
+
+    def ping(self):
+        self.c.ping()
+        self._run(self.c._flush())
+
+    def loop(self, ms):
+        self._run(asyncio.sleep(ms / 1000))
+
+    def disconnect(self):
+        if not self.aloop.is_closed():
+            self._run(self.c.disconnect())
+            self.close()
+
+    def close(self):
+        if self.aloop.is_closed():
+            return
+        t = self.c._task
+        if t is not None and not t.done():
+            self.c._up = False
+            t.cancel()
+        if t is not None:
+            self._run(asyncio.gather(t, return_exceptions=True))
+        self._run(self.c._close())
+        self.aloop.close()
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def driver(request):
+    """make(port, **kw): a midge client of the driver under test (midge_client's defaults)."""
+    made = []
+
+    def make(port, **kw):
+        c = midge_client(port, Client if request.param == "blocking" else SyncAsync, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        if isinstance(c, SyncAsync):
+            c.close()
+        else:
+            c._close()
 
 
 @pytest.mark.parametrize(
@@ -85,24 +159,25 @@ def midge_client(port, **kw):
         (2, "down", PUBCOMP, False),  # PUBCOMP lost
     ],
 )
-def test_publisher_link_cut_loses_nothing(broker_port, proxy, qos, direction, ptype, after):
+def test_publisher_link_cut_loses_nothing(driver, broker_port, proxy, qos, direction, ptype, after):
     topic = support.unique("f/pub")
     peer = Peer(broker_port, topic)
-    c = midge_client(proxy.port)
+    c = driver(proxy.port)
     c.connect()
     proxy.cut_at(direction, ptype, nth=3, after=after)
     sent = [b"%d" % i for i in range(10)]
     for p in sent:
         c.publish(topic, p, qos)
     assert run([c], lambda: not c.queued() and c.reconnects)
-    got = peer.wait(10)
+    c.publish(topic, END, qos, wait=True)
+    got = peer.until_end()
     peer.close()
     c.disconnect()
     assert c.reconnects == 1
     assert set(got) == set(sent)  # 0 lost
     if qos == 2:
         assert sorted(got, key=int) == sent  # 0 duplicates
-    resent = proxy.count("up", PUBLISH, dup=True) + proxy.count("up", PUBREL) - (qos == 2) * 10
+    resent = proxy.count("up", PUBLISH, dup=True) + proxy.count("up", PUBREL) - (qos == 2) * 11
     assert resent >= 1  # something really was retransmitted
 
 
@@ -116,10 +191,10 @@ def test_publisher_link_cut_loses_nothing(broker_port, proxy, qos, direction, pt
     ],
 )
 def test_subscriber_qos2_link_cut_delivers_exactly_once(
-    broker_port, proxy, direction, ptype, after
+    driver, broker_port, proxy, direction, ptype, after
 ):
     topic = support.unique("f/sub")
-    c = midge_client(proxy.port)
+    c = driver(proxy.port)
     got = []
     c.set_callback(lambda t, p, m: got.append(p))
     c.connect()
@@ -127,19 +202,18 @@ def test_subscriber_qos2_link_cut_delivers_exactly_once(
     proxy.cut_at(direction, ptype, nth=3, after=after)
     peer = Peer(broker_port)
     sent = [b"%d" % i for i in range(10)]
-    for p in sent:
+    for p in sent + [END]:  # a duplicate would come before END
         peer.publish(topic, p, 2)
-    run([c], lambda: len(got) >= 10 and c.reconnects)
-    run([c], lambda: False, 0.3)  # a duplicate would show up here
+    assert run([c], lambda: END in got and c.reconnects)
     peer.close()
     c.disconnect()
     assert c.reconnects == 1
-    assert sorted(got, key=int) == sent
+    assert got[-1] == END and sorted(got) == sorted(sent + [END]), got  # 0 lost, 0 duplicated
 
 
-def test_subscriber_qos1_link_cut_loses_nothing(broker_port, proxy):
+def test_subscriber_qos1_link_cut_loses_nothing(driver, broker_port, proxy):
     topic = support.unique("f/sub1")
-    c = midge_client(proxy.port)
+    c = driver(proxy.port)
     got = []
     c.set_callback(lambda t, p, m: got.append(p))
     c.connect()
@@ -156,9 +230,9 @@ def test_subscriber_qos1_link_cut_loses_nothing(broker_port, proxy):
 
 
 @pytest.mark.parametrize("clean", [False, True])
-def test_resubscribes_only_when_the_session_is_gone(broker_port, proxy, clean):
+def test_resubscribes_only_when_the_session_is_gone(driver, broker_port, proxy, clean):
     topic = support.unique("f/resub")
-    c = midge_client(proxy.port, clean_session=clean)
+    c = driver(proxy.port, clean_session=clean)
     got = []
     c.set_callback(lambda t, p, m: got.append(p))
     c.connect()
@@ -177,8 +251,8 @@ def test_resubscribes_only_when_the_session_is_gone(broker_port, proxy, clean):
     assert proxy.count("up", SUBSCRIBE) == (2 if clean else 1)
 
 
-def test_keepalive_expiry_on_a_stalled_link(proxy):
-    c = Client(support.unique("ka"), "127.0.0.1", proxy.port, keepalive=1, backoff_min=20)
+def test_keepalive_expiry_on_a_stalled_link(driver, proxy):
+    c = driver(proxy.port, keepalive=1, clean_session=True)
     c.connect()
     # The broker gets the PINGREQ (so it does not time the client out first); its
     # PINGRESP and everything after it is held back from the client.
@@ -190,11 +264,11 @@ def test_keepalive_expiry_on_a_stalled_link(proxy):
     c.disconnect()
 
 
-def test_broker_restart():
+def test_broker_restart(driver):
     m = harness.Mosquitto().start()
     try:
         topic = support.unique("f/restart")
-        c = Client(support.unique("rs"), "127.0.0.1", m.port, keepalive=5, backoff_min=50)
+        c = driver(m.port, clean_session=True, backoff_min=50, backoff_max=30000)
         got = []
         c.set_callback(lambda t, p, m: got.append(p))
         c.connect()
@@ -296,10 +370,10 @@ def test_refused_subscription_raises():
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
-def test_paho_interop_both_ways(broker_port, qos):
+def test_paho_interop_both_ways(driver, broker_port, qos):
     topic = support.unique("f/paho")
     peer = Peer(broker_port, topic + "/to-paho")
-    c = midge_client(broker_port, clean_session=True)
+    c = driver(broker_port, clean_session=True)
     got = []
     c.set_callback(lambda t, p, m: got.append((t, p, m.qos)))
     c.connect()
@@ -307,8 +381,9 @@ def test_paho_interop_both_ways(broker_port, qos):
     for i in range(5):
         c.publish(topic + "/to-paho", b"m%d" % i, qos, wait=True)
         peer.publish(topic + "/to-midge", b"p%d" % i, qos)
+    c.publish(topic + "/to-paho", END, qos, wait=True)
     assert run([c], lambda: len(got) == 5)
-    assert peer.wait(5) == [b"m%d" % i for i in range(5)]
+    assert peer.until_end() == [b"m%d" % i for i in range(5)]
     assert got == [(topic + "/to-midge", b"p%d" % i, qos) for i in range(5)]
     peer.close()
     c.disconnect()
