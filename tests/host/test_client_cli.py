@@ -3,6 +3,7 @@ its own mosquitto_pub/mosquitto_sub."""
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -25,23 +26,49 @@ def broker():
     return ["-h", host, "-p", str(port)]
 
 
+def read_line(proc, secs=10):
+    """The next stdout line of proc (bytes), waiting at most secs."""
+    line = b""
+    end = time.monotonic() + secs
+    while not line.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            raise AssertionError("no line from %s within %s s: %r" % (proc.args, secs, line))
+        c = os.read(proc.stdout.fileno(), 1)
+        if not c:
+            raise AssertionError("%s ended: %r" % (proc.args, line + proc.stderr.read()))
+        line += c
+    return line
+
+
 def test_midge_sub_gets_mosquitto_pub_and_midge_pub(broker):
     if not shutil.which("mosquitto_pub"):
         pytest.skip("mosquitto_pub not installed")
     topic = support.unique("cli/t")
+    # a retained probe: `midge sub` prints it once its subscription is in place
+    assert midge("pub", *broker, "-t", topic + "/0", "-m", "ready", "-r").returncode == 0
     sub = subprocess.Popen(
-        MIDGE + ["sub"] + broker + ["-t", topic + "/#", "-v", "-C", "3", "-q", "2"],
+        MIDGE + ["sub"] + broker + ["-t", topic + "/#", "-v", "-C", "4", "-q", "2"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1)  # let it subscribe
-    assert midge("pub", *broker, "-t", topic + "/a", "-m", "from midge", "-q", "1").returncode == 0
-    subprocess.run(
-        ["mosquitto_pub", "-p", broker[3], "-t", topic + "/b", "-m", "from mosquitto"], check=True
-    )
-    assert midge("pub", *broker, "-t", topic + "/c", "-n", "-q", "2").returncode == 0
-    out, err = sub.communicate(timeout=15)
+    try:
+        assert read_line(sub) == (topic + "/0 ready\n").encode()
+        assert (
+            midge("pub", *broker, "-t", topic + "/a", "-m", "from midge", "-q", "1").returncode == 0
+        )
+        subprocess.run(
+            ["mosquitto_pub", "-p", broker[3], "-t", topic + "/b", "-m", "from mosquitto"],
+            check=True,
+        )
+        assert midge("pub", *broker, "-t", topic + "/c", "-n", "-q", "2").returncode == 0
+        out, err = sub.communicate(timeout=15)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+        midge("pub", *broker, "-t", topic + "/0", "-n", "-r")  # clear the probe
     assert sub.returncode == 0, err
     assert out.decode().splitlines() == [
         topic + "/a from midge",
