@@ -285,12 +285,16 @@ class Session:
             if t == _PUBLISH:
                 n += 1
                 hit = False
+                # p is the decoder's reused object: a handler that runs the loop again (a
+                # waiting publish) refills it, so every handler gets this message's fields.
+                topic = p.topic
+                payload = p.payload
                 for s in self.subs:
-                    if s[2] is not None and topics.matches(s[0], p.topic):
-                        s[2](p.topic, p.payload, p)
+                    if s[2] is not None and topics.matches(s[0], topic):
+                        s[2](topic, payload, p)
                         hit = True
                 if not hit and self.callback is not None:
-                    self.callback(p.topic, p.payload, p)
+                    self.callback(topic, payload, p)
             elif t == _SUBACK or t == _UNSUBACK:
                 self._ack = p
 

@@ -356,7 +356,8 @@ class Decoder:
         self.copy = copy
         self._pub = Publish("") if reuse else None
         self._ack = Ack(0) if reuse else None
-        self._tb = self._ts = None  # the last PUBLISH topic, as bytes and as str
+        self._tb = None  # the last PUBLISH topic, as bytes (None: none yet) and as str
+        self._ts = ""
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
         self._start = self._end = 0
