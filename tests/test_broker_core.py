@@ -118,3 +118,29 @@ def test_acl_and_password_file_errors():
         f.write("user:plaintext\n")
     e = raises(auth.AuthError, auth.Auth, d + "/pw")
     assert "pw:1" in str(e)
+
+
+def test_acl_pattern_ignores_client_ids_with_wildcards_or_slash():
+    from midge import auth  # after broker_core: smaller MicroPython heap peak
+
+    d = tmpdir()
+    path = d + "/acl"
+    with open(path, "w") as f:
+        f.write("pattern readwrite devices/%c/#\n")
+    b = broker_core.Broker({"sys_interval": 0}, auth.Auth(None, path))
+    dev = Peer(b, "dev1")
+    connack(dev)
+    assert dev.sub("devices/dev1/#")[0].codes == [0]
+    for cid in ("+", "#", "dev1/x"):
+        bad = Peer(b, cid)
+        assert connack(bad).return_code == 0
+        bad.send(C.Subscribe(2, [("devices/dev1/#", 0), ("devices/+/cmd", 0)]))
+        assert bad.recv()[0].codes == [0x80, 0x80], cid
+        bad.send(C.Publish("devices/dev1/cmd", b"evil", 0))
+        bad.send(C.Publish("devices/dev1/x/cmd", b"evil", 0))
+        assert dev.pubs() == [], cid
+    ok = Peer(b, "dev2")  # positive control: the pattern still works for a plain id
+    ok.send(C.Publish("devices/dev2/cmd", b"mine", 0))
+    assert ok.sub("devices/dev2/#")[0].codes == [0]
+    dev.send(C.Publish("devices/dev1/cmd", b"own", 0))
+    assert [g.payload for g in dev.pubs()] == [b"own"]

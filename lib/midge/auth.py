@@ -160,6 +160,12 @@ def read_acl(path):
     return rules
 
 
+def _unsafe(name):
+    """A name that cannot stand for one topic level in a pattern: its rule does not apply
+    (client id "+" must not turn devices/%c/# into devices/+/#)."""
+    return not name or "+" in name or "#" in name or "/" in name
+
+
 class Auth:
     """What the broker core asks: has_passwords(), check(user, pw), allowed(user, cid, t, write)."""
 
@@ -192,10 +198,12 @@ class Auth:
         for ruser, pattern, acc, f in self.rules:
             if pattern:
                 if "%u" in f:
-                    if user is None:
+                    if _unsafe(user):
                         continue
                     f = f.replace("%u", user)
                 if "%c" in f:
+                    if _unsafe(cid):
+                        continue
                     f = f.replace("%c", cid)
             elif ruser != user:
                 continue
