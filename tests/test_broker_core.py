@@ -144,3 +144,23 @@ def test_acl_pattern_ignores_client_ids_with_wildcards_or_slash():
     assert ok.sub("devices/dev2/#")[0].codes == [0]
     dev.send(C.Publish("devices/dev1/cmd", b"own", 0))
     assert [g.payload for g in dev.pubs()] == [b"own"]
+
+
+def test_will_to_a_topic_the_client_may_not_write_is_dropped():
+    from midge import auth  # after broker_core: smaller MicroPython heap peak
+
+    d = tmpdir()
+    path = d + "/acl"
+    with open(path, "w") as f:
+        f.write("topic read #\npattern write out/%c/#\n")
+    b = broker_core.Broker({"sys_interval": 0}, auth.Auth(None, path))
+    w = Peer(b, "watch")
+    w.sub("#")
+    bad = Peer(b, "bad", will_topic="alarm/fire", will_payload=b"x", will_retain=True)
+    assert connack(bad).return_code == 0  # as Mosquitto 2: let in, will dropped
+    good = Peer(b, "good", will_topic="out/good/status", will_payload=b"gone")
+    connack(good)
+    b.closed(bad.c, 0)
+    b.closed(good.c, 0)
+    assert [(g.topic, g.payload) for g in w.pubs()] == [("out/good/status", b"gone")]
+    assert "alarm/fire" not in b.retained

@@ -96,8 +96,13 @@ class Broker(Core):
         s.conn = c
         c.sess = s
         c.ka = p.keepalive * 1500
-        if p.will_topic is not None:
-            c.will = Msg(p.will_topic, p.will_payload or b"", p.will_qos, p.will_retain)
+        w = p.will_topic
+        if w is not None:
+            if self.auth and not self.auth.allowed(c.user, cid, w, True):
+                # as Mosquitto 2: the client is let in, its will is dropped (never published)
+                self.log(WARN, "%s: will to %r denied by ACL, dropped" % (cid, w))
+            else:
+                c.will = Msg(w, p.will_payload or b"", p.will_qos, p.will_retain)
         self._send(c, b"\x20\x02\x01\x00" if present else b"\x20\x02\x00\x00")  # CONNACK
         if self.verbose:
             self.log(

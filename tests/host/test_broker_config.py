@@ -155,3 +155,40 @@ def test_acknowledged_qos1_and_qos2_survive_kill_9_mid_stream(runtime, tmp_path)
         if p is not None:
             p.loop_stop()
         b.kill()
+
+
+@pytest.mark.parametrize("runtime", ALL + ["mosquitto"])
+def test_will_the_acl_denies_is_dropped_as_mosquitto_does(runtime, tmp_path):
+    """A paho client whose will goes to a topic it may not write is let in (CONNACK 0) and
+    its will never reaches anyone; the same file and clients on Mosquitto 2 behave the same."""
+    import harness
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\npattern write out/%c/#\n")
+    if runtime == "mosquitto":
+        if harness.mosquitto_path() is None:
+            pytest.skip("mosquitto not installed")
+        b = harness.Mosquitto(extra="acl_file %s" % acl).start()
+        stop = b.stop
+    else:
+        conf = tmp_path / "c.conf"
+        conf.write_text("acl_file %s\n" % acl)
+        b = Broker(runtime, str(conf))
+        stop = b.kill
+    try:
+        watch = Paho(b.port, "watch")
+        assert watch.sub("#") == [mqtt.ReasonCode(mqtt.PacketTypes.SUBACK, identifier=0)]
+        wills = []
+        for cid, topic in (("bad", "alarm/fire"), ("good", "out/good/status")):
+            p = Paho(b.port, cid, will=(topic, b"gone from " + cid.encode(), 1, True))
+            assert p.connack[1] == 0
+            wills.append(p)
+        for p in wills:  # drop the links without DISCONNECT: wills are due
+            p.c.loop_stop()
+            p.c.socket().close()
+        m = watch.get()
+        assert (m.topic, m.payload) == ("out/good/status", b"gone from good")
+        watch.none()
+        watch.stop()
+    finally:
+        stop()
