@@ -5,12 +5,12 @@ from midge.client_core import CONNECTED, MQTTException, Session
 from support import raises
 
 
-def sent(s):
-    """Decode and clear everything the session wants to send."""
+def sent(s, now=0):
+    """Decode and clear everything the session wants to send (written at `now`)."""
     d = codec.Decoder()
     while s.nout:  # one PUBLISH per write: sent() puts the next one in
         d.receive_data(bytes(s.out[: s.nout]))
-        s.sent(0)
+        s.sent(now)
     out = []
     while True:
         p = d.next_packet()
@@ -265,3 +265,65 @@ def test_bad_topics_and_qos_rejected():
     raises(codec.MQTTError, s.put, "a/+", b"x")
     raises(codec.MQTTError, s.sub, "a/#/b")
     raises(ValueError, s.put, "a", b"x", 3)
+
+
+# A 32-bit board's ticks: period 2**30 ms (12.4 days). Its ticks_diff reads its arguments
+# as small ints, so a value outside 0..2**30-1 (raw `now + d` near the wrap) gives garbage
+# there; this emulation refuses such a value instead.
+_PERIOD = 1 << 30
+
+
+def _board_add(a, b):
+    assert 0 <= a < _PERIOD, "not a ticks value: %d" % a
+    return (a + b) & (_PERIOD - 1)
+
+
+def _board_diff(a, b):
+    assert 0 <= a < _PERIOD and 0 <= b < _PERIOD, "not ticks values: %d, %d" % (a, b)
+    return ((a - b + _PERIOD // 2) & (_PERIOD - 1)) - _PERIOD // 2
+
+
+def test_timers_across_the_ticks_wrap_of_a_32_bit_board():
+    from midge import client_core
+
+    saved = client_core.ticks_add, client_core.ticks_diff
+    client_core.ticks_add, client_core.ticks_diff = _board_add, _board_diff
+    try:
+        # each start puts another timer across the wrap: CONNACK timeout, first ping,
+        # second ping, dead link, reconnect backoff
+        for start in (4000, 10000, 20000, 27000, 27500):
+            start = _PERIOD - start
+
+            def at(ms, start=start):
+                return _board_add(start, ms)
+
+            s = Session("c1", keepalive=10, backoff_min=1000, backoff_max=8000)
+            s.begin(at(0))
+            sent(s, at(0))
+            assert s.tick(at(4999)) == 1
+            feed(s, codec.Connack(False, 0), now=at(1000))
+            assert s.tick(at(1000)) == 9000  # 10 s after the last write
+            s.tick(at(9999))
+            assert sent(s, at(9999)) == []
+            assert s.tick(at(10000)) == 6000  # dead 15 s after the last input
+            assert sent(s, at(10000)) == [codec.PINGREQ_PKT]
+            feed(s, codec.PINGRESP_PKT, now=at(12000))
+            s.tick(at(19999))
+            assert sent(s, at(19999)) == []
+            assert s.tick(at(20000)) == 7000
+            assert sent(s, at(20000)) == [codec.PINGREQ_PKT]
+            s.tick(at(26999))
+            e = raises(MQTTException, s.tick, at(27000))
+            assert str(e) == "no answer from the broker for 15 s (keepalive 10 s)"
+            for d in (1000, 2000):
+                s.lost(at(27000))
+                w = s.retry_in(at(27000))
+                assert d // 2 <= w <= d, (w, d)
+                assert s.retry_in(at(27000 + w - 1)) == 1
+                assert s.retry_in(at(27000 + w)) == 0
+            s = Session("x")
+            s.begin(at(0))
+            e = raises(MQTTException, s.tick, at(5000))
+            assert str(e) == "timed out waiting for CONNACK after 5 s"
+    finally:
+        client_core.ticks_add, client_core.ticks_diff = saved

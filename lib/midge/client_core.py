@@ -16,7 +16,7 @@
 import random
 
 from midge import codec, topics
-from midge.compat import const, ticks_diff
+from midge.compat import const, ticks_add, ticks_diff
 
 DISCONNECTED = const(0)
 CONNECTING = const(1)
@@ -158,7 +158,7 @@ class Session:
         self.nout = self._sent = 0
         d = min(self.backoff_max, self.backoff_min << min(self._tries, 16))
         self._tries += 1
-        self._retry_at = now + d // 2 + random.getrandbits(16) * (d // 2) // 65535
+        self._retry_at = ticks_add(now, d // 2 + random.getrandbits(16) * (d // 2) // 65535)
 
     def retry_in(self, now):
         """ms until the next reconnect attempt is due (0: now; None: not planned)."""
