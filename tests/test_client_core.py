@@ -327,3 +327,32 @@ def test_timers_across_the_ticks_wrap_of_a_32_bit_board():
             assert str(e) == "timed out waiting for CONNACK after 5 s"
     finally:
         client_core.ticks_add, client_core.ticks_diff = saved
+
+
+def test_subscribe_ids_stay_reserved_until_acked():
+    s = online(clean_session=False)
+    sp = s.sub("a", 1)
+    up = s.unsub("b")
+    assert sent(s)[0].pid == sp
+    s._lastpid = sp - 1  # as after 65534 more ids: the counter comes round to them
+    pids = [s.put("t", b"%d" % i, 1) for i in range(3)]
+    assert sp not in pids and up not in pids, (sp, up, pids)  # MQTT-2.3.1-2
+    for p in sent(s):
+        feed(s, codec.Ack(codec.PUBACK, p.pid))
+    assert feed(s, codec.Suback(sp, [1]), codec.Ack(codec.UNSUBACK, up)) == [
+        (codec.SUBACK, sp),
+        (codec.UNSUBACK, up),
+    ]
+    s._lastpid = sp - 1
+    assert [s.put("t", b"x", 1), s.put("t", b"y", 2)] == [sp, up]  # free again once acked
+    # the SUBSCRIBE/UNSUBSCRIBE sent after a reconnect are reserved too
+    s.sub("c", 0)
+    s.lost(0)
+    s.unsub("a")
+    s.begin(0)
+    sent(s)
+    feed(s, codec.Connack(False, 0))
+    sub = sent(s)[0]
+    assert sub.type == codec.SUBSCRIBE
+    s._lastpid = sub.pid - 1
+    assert s.put("t", b"z", 1) != sub.pid

@@ -103,6 +103,7 @@ class Session:
     nout = dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
     _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = _t0 = 0
     _ack = None  # the last SUBACK/UNSUBACK
+    _acks = ()  # packet ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
     _lt = None  # the last topic published,
     _ltb = b""  # and its checked encoding
 
@@ -126,6 +127,7 @@ class Session:
         self.nout = 0
         self.state = CONNECTING
         self._ping = False
+        self._acks = []
         self._rx = self._tx = self._t0 = now
         w = self.will or (None, None, 0, False)
         self._append(
@@ -252,6 +254,8 @@ class Session:
                 self._ping = False
                 continue
             if t == _SUBACK or t == _UNSUBACK:
+                if p.pid in self._acks:
+                    self._acks.remove(p.pid)
                 return p
             if not _PUBACK <= t <= _PUBCOMP:
                 break
@@ -336,11 +340,11 @@ class Session:
             self._qos2_in = []
         filters = [(s[0], s[1]) for s in self.subs if not (sp and s[3])]
         if filters:
-            self._append(codec.encode(codec.Subscribe(self._newpid(), filters)))
+            self._append(codec.encode(codec.Subscribe(self._newpid(True), filters)))
             for s in self.subs:
                 s[3] = True
         if sp and self._unsubs:
-            self._append(codec.encode(codec.Unsubscribe(self._newpid(), self._unsubs)))
+            self._append(codec.encode(codec.Unsubscribe(self._newpid(True), self._unsubs)))
         self._unsubs = []
         self._sent = 0  # everything on the wire before goes again, in order
         self._pump()
@@ -483,11 +487,15 @@ class Session:
         if k < self._sent:
             self._sent -= 1
 
-    def _newpid(self):
+    def _newpid(self, ack=False):
+        # A packet id no message in the queue and no SUBSCRIBE/UNSUBSCRIBE waiting for its
+        # ack holds (MQTT-2.3.1-2); ack=True reserves it for one until that ack.
         while True:
             p = self._lastpid % 65535 + 1
             self._lastpid = p
-            if self._find(p) < 0:
+            if self._find(p) < 0 and p not in self._acks:
+                if ack:
+                    self._acks.append(p)
                 return p
 
     # ------------------------------------------------------------ subscriptions
@@ -504,7 +512,7 @@ class Session:
         self.subs.append([filt, qos, handler, on])
         if not on:
             return 0
-        pid = self._newpid()
+        pid = self._newpid(True)
         self._append(codec.encode(codec.Subscribe(pid, [(filt, qos)])))
         return pid
 
@@ -514,7 +522,7 @@ class Session:
         if self.state != CONNECTED:
             self._unsubs.append(filt)
             return 0
-        pid = self._newpid()
+        pid = self._newpid(True)
         self._append(codec.encode(codec.Unsubscribe(pid, [filt])))
         return pid
 
