@@ -21,6 +21,8 @@ OPS = (
     ("decode_publish_view", "decode PUBLISH, one per read, payload as memoryview"),
     ("decode_publish_copy_x16", "decode PUBLISH, 16 per read, payload copied"),
     ("decode_publish_view_x16", "decode PUBLISH, 16 per read, payload as memoryview"),
+    ("decode_publish_reuse", "decode PUBLISH, one per read, reuse=True (one Publish refilled)"),
+    ("decode_publish_reuse_x16", "decode PUBLISH, 16 per read, reuse=True"),
 )
 
 

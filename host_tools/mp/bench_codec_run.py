@@ -69,6 +69,7 @@ def enc_ack():
 
 dec_copy = codec.Decoder(copy=True)
 dec_view = codec.Decoder(copy=False)
+dec_reuse = codec.Decoder(copy=False, reuse=True)
 
 
 def dec1(d):
@@ -90,7 +91,11 @@ for name, fn in (
     ("encode_puback", enc_ack),
 ):
     out[name] = [per_op(fn, N)[0], per_op(fn, K, True)[1]]
-for name, d in (("decode_publish_copy", dec_copy), ("decode_publish_view", dec_view)):
+for name, d in (
+    ("decode_publish_copy", dec_copy),
+    ("decode_publish_view", dec_view),
+    ("decode_publish_reuse", dec_reuse),
+):
     out[name] = [per_op(lambda d=d: dec1(d), N)[0], per_op(lambda d=d: dec1(d), K, True)[1]]
     r16 = per_op(lambda d=d: dec16(d), N // 16)[0] * 16
     out[name + "_x16"] = [r16, per_op(lambda d=d: dec16(d), 4, True)[1] / 16]
