@@ -50,3 +50,40 @@ def connack(peer):
     assert ps and ps[0].type == C.CONNACK, ps
     peer.stash = ps[1:]
     return ps[0]
+
+
+# A 32-bit board's tick counter: period 2**30 ms (12.4 days), ticks_diff spans +-2**29. Its
+# ticks_diff reads its arguments as small ints ("they come from ticks_xx"): a value out of
+# range (now + 10000 near the wrap is an mpz) gives garbage there, an error here.
+BOARD_PERIOD = 1 << 30
+
+
+def _board_tick(t):
+    if not 0 <= t < BOARD_PERIOD:
+        raise ValueError("%r is not a tick value of a 32-bit board" % (t,))
+    return t
+
+
+def board_ticks_add(t, delta):
+    return (_board_tick(t) + delta) & (BOARD_PERIOD - 1)
+
+
+def board_ticks_diff(a, b):
+    h = BOARD_PERIOD >> 1
+    return ((_board_tick(a) - _board_tick(b) + h) & (BOARD_PERIOD - 1)) - h
+
+
+def board_clock(*modules):
+    """Give modules (imported with `from midge.compat import ticks_...`) a board's tick
+    arithmetic; returns the function that puts the runtime's back."""
+    saved = [(m, m.ticks_add, m.ticks_diff) for m in modules]
+    for m in modules:
+        m.ticks_add = board_ticks_add
+        m.ticks_diff = board_ticks_diff
+
+    def restore():
+        for m, add, diff in saved:
+            m.ticks_add = add
+            m.ticks_diff = diff
+
+    return restore

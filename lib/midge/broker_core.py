@@ -5,7 +5,7 @@
 # Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
 from midge import topics
 from midge.broker_sess import INFO, WARN, Conn, Msg, peer_name  # noqa: F401  (WARN/INFO: drivers)
-from midge.compat import const, mem_alloc, rss_bytes, ticks_diff
+from midge.compat import const, mem_alloc, rss_bytes, ticks_add, ticks_diff
 
 _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
 _SYS = "$SYS/broker/"
@@ -60,7 +60,12 @@ class Core:
         # persistence hook: .retained(topic, msg or None), .session(sess), .session_gone(cid)
         self.store = None
         self.durable = False
-        self.started = self.next_sys = now or 0
+        # ticks values are only compared with ticks_diff and moved with ticks_add (a board's
+        # counter wraps every 2**30 ms and its ticks_diff spans only half of that): long
+        # spans (uptime, session expiry) are counted in whole seconds, t0 being the tick
+        # value of second `up`
+        self.t0 = self.next_sys = now or 0
+        self.up = 0
         self.nid = 0
         self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
 
@@ -101,8 +106,16 @@ class Core:
         c.outn = 0
         return data
 
+    def uptime(self, now):
+        """Seconds since the core started; now must be less than ~6 days after the last tick."""
+        return self.up + ticks_diff(now, self.t0) // 1000
+
     def tick(self, now):
         """Keepalive, connect timeouts, session expiry and $SYS; call about once a second."""
+        d = ticks_diff(now, self.t0) // 1000
+        if d > 0:
+            self.up += d
+            self.t0 = ticks_add(self.t0, d * 1000)
         for c in list(self.conns):
             if c.closing:
                 continue
@@ -112,16 +125,16 @@ class Core:
                     self._close(c, "no CONNECT within %d ms" % _CONNECT_TIMEOUT, now)
             elif c.ka and idle > c.ka:
                 self._close(c, "keepalive expired (%d ms idle)" % idle, now)
-        exp = self.conf["persistent_client_expiration"] * 1000
+        exp = self.conf["persistent_client_expiration"]
         if exp:
             for s in list(self.sessions.values()):
-                if s.conn is None and ticks_diff(now, s.gone) > exp:
+                if s.conn is None and self.up - s.gone >= exp:
                     if self.verbose:
                         self.log(INFO, "session %s expired" % s.cid)
                     self._drop_session(s)
         iv = self.conf["sys_interval"]
         if iv > 0 and ticks_diff(now, self.next_sys) >= 0:
-            self.next_sys = now + iv * 1000
+            self.next_sys = ticks_add(now, iv * 1000)
             self.publish_sys(now)
 
     # ---- output
@@ -151,7 +164,7 @@ class Core:
             self._publish(c, m, now)
         if s is not None and s.conn is c:
             s.conn = None
-            s.gone = now
+            s.gone = self.uptime(now)
             if s.clean:
                 self._drop_session(s)
 
@@ -280,7 +293,7 @@ class Core:
     # ---- $SYS
 
     def sys_values(self, now):
-        up = ticks_diff(now, self.started) // 1000
+        up = self.uptime(now)
         n = 0
         for s in self.sessions.values():
             if s.conn is not None:

@@ -58,7 +58,7 @@ class Session:
         self.qbytes = 0
         self.pid = 0
         self.rx2 = None  # type: set | None  # inbound QoS 2 packet ids between PUBREC and PUBREL
-        self.gone = 0  # ms when the client went away
+        self.gone = 0  # broker uptime (s) when the client went away
 
     def next_pid(self):
         p = self.pid

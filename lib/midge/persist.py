@@ -350,7 +350,7 @@ class Store:
             core.retained[t] = m
         for cid, s in sessions.items():
             if s is not None:
-                s.gone = now
+                s.gone = core.uptime(now)
                 core.sessions[cid] = s
                 for f, q in s.subs.items():
                     core.index.add(f, s, q)
