@@ -172,6 +172,17 @@ def test_publish_before_connect_is_queued():
     sub.disconnect()
 
 
+def test_full_queue_waits_by_bytes_for_a_non_ascii_topic():
+    topic = unique("t/température")  # 12 characters, 13 bytes in UTF-8
+    tb = len(topic.encode())
+    c = client(queue_bytes=2 * (tb + 1) - 1)  # one 1-byte message, and the next by str length
+    c.connect()
+    c.publish(topic, b"1", 1)  # in flight, not acknowledged yet
+    assert c.publish(topic, "2", 1)  # waits for PUBACK instead of "publish queue full"
+    assert run([c], lambda: not c.queued())
+    c.disconnect()
+
+
 def test_unsubscribe_stops_delivery():
     topic = unique("t/unsub")
     c = client()

@@ -206,6 +206,20 @@ def test_async_offline_queue_bounds():
     asyncio.run(main())
 
 
+def test_async_full_queue_waits_by_bytes_for_a_non_ascii_topic():
+    async def main():
+        topic = unique("a/température")  # 12 characters, 13 bytes in UTF-8
+        tb = len(topic.encode())
+        c = client(queue_bytes=2 * (tb + 1) - 1)  # one 1-byte message, and the next by str length
+        await c.connect()
+        await c.publish(topic, b"1", 1)  # written, not acknowledged yet
+        assert await c.publish(topic, "2", 1)  # waits for PUBACK, not "publish queue full"
+        assert await until(lambda: not c.queued())
+        await c.disconnect()
+
+    asyncio.run(main())
+
+
 def test_async_clean_session_resubscribes_after_a_reconnect():
     async def main():
         topic = unique("a/cs")

@@ -158,7 +158,7 @@ class AsyncClient(Session):
     async def publish(self, topic, payload, qos=0, retain=False, wait=False, timeout_ms=30000):
         """As Client.publish, but written before it returns."""
         if qos and self._n and self._w is not None:
-            await self._until(0, len(topic) + len(payload), timeout_ms)
+            await self._until(0, self._size(topic, payload), timeout_ms)
         pid = self.put(topic, payload, qos, retain)
         await self._until(1, pid if wait else -1, timeout_ms)
         return pid

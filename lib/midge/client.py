@@ -174,8 +174,10 @@ class Client(Session):
         for QoS 1/2, returns once PUBACK/PUBCOMP arrived (MQTTException after timeout_ms;
         the message stays queued). When the queue is full, this waits for acknowledgements
         while connected and raises MQTTException while offline."""
-        if qos and self._n and self.sock is not None and not self.room(len(topic) + len(payload)):
-            self._until(0, len(topic) + len(payload), timeout_ms)
+        if qos and self._n and self.sock is not None:
+            n = self._size(topic, payload)
+            if not self.room(n):
+                self._until(0, n, timeout_ms)
         pid = self.put(topic, payload, qos, retain)
         if wait:
             self._until(1, pid, timeout_ms)

@@ -441,6 +441,11 @@ class Session:
         """True when a message of `size` topic+payload bytes fits the queue now."""
         return 4 * self._n < len(self._q) and self._qb + size <= self.queue_bytes
 
+    def _size(self, topic, payload):
+        # The topic+payload bytes the queue counts for this message (UTF-8, not str length).
+        t = self._ltb if topic == self._lt else _str(topic).encode()
+        return len(t) + len(payload.encode() if isinstance(payload, str) else payload)
+
     def pending(self, pid):
         """True while the outgoing message with this packet id is not complete."""
         return self._find(pid) >= 0
