@@ -112,10 +112,10 @@ class Core:
 
     def tick(self, now):
         """Keepalive, connect timeouts, session expiry and $SYS; call about once a second."""
-        d = ticks_diff(now, self.t0) // 1000
-        if d > 0:
-            self.up += d
-            self.t0 = ticks_add(self.t0, d * 1000)
+        e = ticks_diff(now, self.t0)
+        if e >= 1000:
+            self.up += e // 1000
+            self.t0 = ticks_add(now, -(e % 1000))  # the tick value of second self.up
         for c in list(self.conns):
             if c.closing:
                 continue
