@@ -93,6 +93,7 @@ class Session:
         self.subs = []  # [filter, qos, handler, sent] in subscription order
         self._unsubs = []  # filters unsubscribed while offline
         self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
+        self._acks = []  # ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
         self._q = [None] * (4 * queue_count)  # type: list
 
     # Defaults kept in the class until an instance changes them (a smaller instance dict).
@@ -103,7 +104,6 @@ class Session:
     nout = dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
     _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = _t0 = 0
     _ack = None  # the last SUBACK/UNSUBACK
-    _acks = ()  # packet ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
     _lt = None  # the last topic published,
     _ltb = b""  # and its checked encoding
 
