@@ -220,3 +220,23 @@ def test_publish_allocates_nothing():
         assert b - a < 300, (q, b - a)  # less than one byte per publish
     c.publish(topic, payload, 1, wait=True)
     c.disconnect()
+
+
+def test_tls_without_a_ca_file_verifies_or_needs_an_explicit_opt_out():
+    import ssl
+
+    from midge import tls
+
+    host, port = support.mosquitto()  # plain MQTT: a refused TLS setup never gets to talk
+    if MICROPYTHON:  # no system CA store: refused before any byte goes out
+        e = raises(ValueError, tls.context, True, {})
+        assert "TLS needs ssl_params['cafile']" in str(e), str(e)
+        c = Client(unique("tls"), host, port, ssl=True)
+        e = raises(MQTTException, c.connect)
+        assert str(e).startswith("cannot connect to %s:%d: TLS needs " % (host, port)), str(e)
+        assert c.sock is None and not c.connected
+    else:  # the system CA store
+        ctx = tls.context(True, {})
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    ctx = tls.context(True, {"cert_reqs": ssl.CERT_NONE})  # the opt-out, by name
+    assert ctx.verify_mode == ssl.CERT_NONE

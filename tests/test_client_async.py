@@ -6,7 +6,7 @@ import socket
 import support
 from midge.aclient import AsyncClient, MQTTException
 from midge.client import Client
-from midge.compat import ticks_diff, ticks_ms
+from midge.compat import MICROPYTHON, ticks_diff, ticks_ms
 from support import unique
 
 
@@ -268,5 +268,18 @@ def test_async_errors_name_what_happened():
         host, _ = support.mosquitto()
         e = await araises(AsyncClient("x", host, 1).connect(2000))
         assert str(e).startswith("cannot connect to %s:1: " % host), str(e)
+
+    asyncio.run(main())
+
+
+def test_async_tls_without_a_ca_file_needs_an_explicit_opt_out():
+    if not MICROPYTHON:
+        support.skip("CPython verifies against its system CA store (test_client.py)")
+
+    async def main():
+        c = client(ssl=True)
+        e = await araises(c.connect())
+        assert "TLS needs ssl_params['cafile']" in str(e), str(e)
+        assert c._w is None and not c.connected
 
     asyncio.run(main())

@@ -41,8 +41,15 @@ def test_config_good_fills_defaults():
     assert minimal["sensor"]["kinds"] == ["altitude", "temperature"]
     assert minimal["sensor"]["qos"] == 0 and minimal["sensor"]["interval_ms"] == 1000
     assert minimal["broker"]["port"] == 1883
-    tls = config.check({"broker": {"host": "h", "tls": True}, "sensor": {"id": "d"}})
-    assert tls["broker"]["port"] == 8883
+    tls = config.check(
+        {"broker": {"host": "h", "tls": True, "cafile": "/ca.pem"}, "sensor": {"id": "d"}}
+    )
+    assert tls["broker"]["port"] == 8883 and tls["broker"]["insecure"] is False
+    # TLS without verifying the broker only by name
+    tls = config.check(
+        {"broker": {"host": "h", "tls": True, "insecure": True}, "sensor": {"id": "d"}}
+    )
+    assert tls["broker"]["insecure"] is True and tls["broker"]["cafile"] is None
 
 
 def test_config_roles():
@@ -88,6 +95,15 @@ def test_config_errors_are_one_line_naming_the_field():
         ({"broker": "h", "sensor": {"id": "d"}}, "broker must be a JSON object"),
         ({"wifi": {"ssid": 5}}, "wifi.ssid must be a string"),
         ({"watchdog": 1}, "watchdog must be true or false"),
+        (
+            {"broker": {"host": "h", "tls": True}, "sensor": {"id": "d"}},
+            "broker.tls needs broker.cafile (the CA that signed the broker's certificate), "
+            "or broker.insecure: true to skip verifying the broker",
+        ),
+        (
+            {"broker": {"host": "h", "tls": True, "insecure": 1}, "sensor": {"id": "d"}},
+            "broker.insecure must be true or false",
+        ),
     ]
     for data, want in cases:
         msg = _error(data)

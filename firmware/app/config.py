@@ -61,7 +61,14 @@ def check(data, where=CONFIG_FILE):
         "client_id": _get(broker, "client_id", str, None, where, "broker."),
         "cafile": _get(broker, "cafile", str, None, where, "broker."),
         "tls": tls,
+        # TLS without verifying the broker: only when asked for, by name
+        "insecure": _get(broker, "insecure", bool, False, where, "broker."),
     }
+    if tls and not b["cafile"] and not b["insecure"]:
+        raise ConfigError(
+            "%s: broker.tls needs broker.cafile (the CA that signed the broker's certificate), "
+            "or broker.insecure: true to skip verifying the broker" % where
+        )
     if not 0 < b["port"] < 65536:
         _bad(where, "broker.port", "1..65535", b["port"])
     if b["password"] is not None and b["user"] is None:

@@ -59,7 +59,8 @@ def client_for(cfg, drone, cls):
         password=b["password"],
         keepalive=30,
         ssl=b["tls"],
-        ssl_params={"cafile": b["cafile"]} if b["cafile"] else None,
+        # cert_reqs 0 is ssl.CERT_NONE, 2 CERT_REQUIRED: config.py allows 0 only by name
+        ssl_params={"cafile": b["cafile"], "cert_reqs": 0 if b["insecure"] else 2},
     )
     c.set_will(drone.status_topic, b"offline", qos=1, retain=True)
     return c

@@ -34,15 +34,15 @@ class AsyncClient(Session):
 
     async def _open(self):
         await self._close()
-        kw = {}
-        if self.ssl:
-            from midge import tls
-
-            kw["ssl"] = tls.context(self.ssl, self.ssl_params)
-            kw["server_hostname"] = self.ssl_params.get("server_hostname", self.server)
         t = self.connect_timeout / 1000
         self._werr = None
         try:
+            kw = {}
+            if self.ssl:  # a TLS setup error is a connect error, as in the blocking client
+                from midge import tls
+
+                kw["ssl"] = tls.context(self.ssl, self.ssl_params)
+                kw["server_hostname"] = self.ssl_params.get("server_hostname", self.server)
             self._r, self._w = await asyncio.wait_for(
                 asyncio.open_connection(self.server, self.port, **kw), t
             )

@@ -5,18 +5,26 @@ from binascii import a2b_base64
 
 def context(ssl, params):
     """The SSLContext for the `ssl`/`ssl_params` arguments: an SSLContext is used as given;
-    True builds a client context verifying the server against params["cafile"] (or the
-    system store where the runtime has one; MicroPython has none, so no CA file means no
-    verification there)."""
+    True builds a client context verifying the server against params["cafile"], or the
+    system store where the runtime has one. MicroPython has none: there, no CA file is a
+    ValueError unless params["cert_reqs"] is ssl.CERT_NONE, the explicit opt-out (no
+    verification: anyone on the path can pose as the broker)."""
     if hasattr(ssl, "wrap_socket"):
         return ssl
     ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    if params.get("cert_reqs") == _ssl.CERT_NONE:
+        # CPython needs this before CERT_NONE; to MicroPython it is a plain attribute
+        ctx.check_hostname = False  # type: ignore[attr-defined]
+        ctx.verify_mode = _ssl.CERT_NONE
+        return ctx
     cafile = params.get("cafile") or params.get("ca_certs")
     if not cafile:
-        if hasattr(ctx, "load_default_certs"):
-            ctx.load_default_certs()
-        else:
-            ctx.verify_mode = _ssl.CERT_NONE
+        if not hasattr(ctx, "load_default_certs"):
+            raise ValueError(
+                "TLS needs ssl_params['cafile']: this runtime has no system CA store "
+                "(ssl_params={'cert_reqs': ssl.CERT_NONE} turns verification off)"
+            )
+        ctx.load_default_certs()
         return ctx
     with open(cafile, "rb") as f:
         data = f.read()

@@ -1,7 +1,10 @@
 # Run by test_client_tls.py under CPython and under MicroPython: `tls_client_run.py PORT CA
 # OTHER_CA`. Both drivers connect to a TLS listener verifying it against CA, pass a QoS 1
-# message through it, and are refused with OTHER_CA. Prints one result line per check.
+# message through it, and are refused with OTHER_CA and with no CA file (the test's CA is in
+# no system store); with cert_reqs CERT_NONE, the explicit opt-out, they connect unverified.
+# Prints one result line per check.
 import asyncio
+import ssl
 import sys
 
 from midge.aclient import AsyncClient
@@ -11,12 +14,8 @@ from midge.compat import ticks_diff, ticks_ms
 port, ca, other = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 
-def params(cafile):
-    return {"cafile": cafile}
-
-
-def blocking(cafile):
-    c = Client("tls-b", "127.0.0.1", port, ssl=True, ssl_params=params(cafile))
+def blocking(params):
+    c = Client("tls-b", "127.0.0.1", port, ssl=True, ssl_params=params)
     try:
         c.connect()
     except MQTTException as e:
@@ -32,8 +31,8 @@ def blocking(cafile):
     return "got %r" % got
 
 
-async def aio(cafile):
-    c = AsyncClient("tls-a", "127.0.0.1", port, ssl=True, ssl_params=params(cafile))
+async def aio(params):
+    c = AsyncClient("tls-a", "127.0.0.1", port, ssl=True, ssl_params=params)
     try:
         await c.connect()
     except MQTTException as e:
@@ -49,7 +48,12 @@ async def aio(cafile):
     return "got %r" % got
 
 
-print("blocking ok:", blocking(ca))
-print("blocking other:", blocking(other))
-print("asyncio ok:", asyncio.run(aio(ca)))
-print("asyncio other:", asyncio.run(aio(other)))
+CASES = (
+    ("ok", {"cafile": ca}),
+    ("other", {"cafile": other}),
+    ("no cafile", {}),
+    ("insecure", {"cert_reqs": ssl.CERT_NONE}),
+)
+for name, params in CASES:
+    print("blocking %s:" % name, blocking(params))
+    print("asyncio %s:" % name, asyncio.run(aio(params)))
