@@ -72,3 +72,16 @@ def test_truncated_tail_keeps_earlier_records():
     b2 = _broker(path, logs)
     assert list(b2.retained) == ["t/1"]
     b2.store.close(0)
+
+
+def test_inflight_order_survives_a_restart():
+    from test_broker_qos import _inflight_across_the_pid_wrap, _resumed_in_order
+
+    path = tmpdir() + "/db"
+    logs = []
+    b = _broker(path, logs)
+    _inflight_across_the_pid_wrap(b)
+    b.store.close(0)
+    b2 = _broker(path, logs)
+    _resumed_in_order(b2)
+    b2.store.close(0)

@@ -3,6 +3,8 @@
 # the socket is gone and tick() now and then; after each call it writes every connection in
 # take_pending(): conn.out holds the byte chunks to send, conn.closing says "close after".
 # Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
+from collections import OrderedDict
+
 from midge import topics
 from midge.broker_sess import INFO, WARN, Conn, Msg, peer_name  # noqa: F401  (WARN/INFO: drivers)
 from midge.compat import const, mem_alloc, rss_bytes, ticks_add, ticks_diff
@@ -251,7 +253,12 @@ class Core:
 
     def _send_inflight(self, c, s, m, flags):
         pid = s.next_pid()
-        s.inflight[pid] = (m, flags)
+        d = s.inflight
+        if len(d) == 1 and type(d) is dict:
+            # resent in send order (MQTT-4.6.0-1), and a MicroPython dict has no order: from
+            # the second entry on an OrderedDict keeps it (a session mostly has only one)
+            d = s.inflight = OrderedDict(d)
+        d[pid] = (m, flags)
         self._changed(s)
         self._send(c, m.head(flags & 3, flags & 4))
         self._send(c, bytes((pid >> 8, pid & 255)))

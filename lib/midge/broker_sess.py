@@ -53,7 +53,9 @@ class Session:
         self.clean = clean
         self.conn = None
         self.subs = {}  # filter -> granted qos
-        self.inflight = {}  # pid -> (Msg, qos | retain << 2) awaiting PUBACK/PUBREC; None after PUBREC
+        # pid -> (Msg, qos | retain << 2) awaiting PUBACK/PUBREC; None after PUBREC; in send
+        # order (see Core._send_inflight)
+        self.inflight = {}
         self.queue = None  # type: list | None  # list of (Msg, flags) waiting for the in-flight window or the client
         self.qbytes = 0
         self.pid = 0

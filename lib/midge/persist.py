@@ -6,6 +6,7 @@
 # A damaged file is moved aside (".corrupt") and reported; what was read before it is kept.
 import os
 import struct
+from collections import OrderedDict
 
 from midge.broker_sess import INFO, WARN, Msg, Session
 
@@ -157,7 +158,10 @@ def _read_session(r, topics):
     for _ in range(r.u()):
         f = r.s()
         s.subs[f] = r.u()
-    for _ in range(r.u()):
+    n = r.u()
+    if n > 1:
+        s.inflight = OrderedDict()  # in send order, as written (see Core._send_inflight)
+    for _ in range(n):
         pid = r.u()
         flags = r.u()
         if flags == 255:
