@@ -153,3 +153,28 @@ def test_inflight_resent_in_publish_order_across_the_pid_wrap():
     b = broker_core.Broker({"sys_interval": 0})
     _inflight_across_the_pid_wrap(b)
     _resumed_in_order(b)
+
+
+def test_acks_complete_only_the_matching_qos_and_state():
+    b = broker_core.Broker({"sys_interval": 0})
+    s = Peer(b, "s")
+    connack(s)
+    s.sub("one", qos=1)
+    s.sub("two", qos=2)
+    p = Peer(b, "p")
+    p.send(C.Publish("one", b"1", 1, pid=1))
+    p.send(C.Publish("two", b"2", 2, pid=2))
+    one, two = s.pubs()
+    fl = s.c.sess.inflight
+    s.send(C.Ack(C.PUBCOMP, one.pid))  # PUBCOMP for a QoS 1 message
+    s.send(C.Ack(C.PUBREC, one.pid))  # PUBREC for a QoS 1 message
+    s.send(C.Ack(C.PUBACK, two.pid))  # PUBACK for a QoS 2 message
+    s.send(C.Ack(C.PUBCOMP, two.pid))  # PUBCOMP before PUBREC
+    assert fl[one.pid] is not None and fl[two.pid] is not None and len(fl) == 2
+    s.send(C.Ack(C.PUBREC, two.pid))
+    assert fl[two.pid] is None
+    s.send(C.Ack(C.PUBACK, two.pid))  # still not the right one
+    assert two.pid in fl
+    s.send(C.Ack(C.PUBCOMP, two.pid))
+    s.send(C.Ack(C.PUBACK, one.pid))
+    assert len(fl) == 0

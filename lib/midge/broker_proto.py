@@ -37,11 +37,15 @@ class Broker(Core):
         if t == codec.PUBLISH:
             self._on_publish(c, s, p, now)
         elif t == codec.PUBACK or t == codec.PUBCOMP:
-            if s.inflight.pop(p.pid, 0) != 0:
+            # PUBACK completes a QoS 1 message, PUBCOMP a QoS 2 one past PUBREC; else ignored
+            e = s.inflight.get(p.pid, 0)
+            if (e is None) if t == codec.PUBCOMP else (e and e[1] & 3 == 1):
+                del s.inflight[p.pid]
                 self._changed(s)
                 self._drain(s)
         elif t == codec.PUBREC:
-            if p.pid in s.inflight:
+            e = s.inflight.get(p.pid)
+            if e is not None and e[1] & 3 == 2:
                 s.inflight[p.pid] = None
                 self._changed(s)
             self._send(c, codec.encode(codec.Ack(codec.PUBREL, p.pid)))
