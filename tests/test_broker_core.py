@@ -48,6 +48,8 @@ def test_password_file_connack_4_and_5():
     b = broker_core.Broker(None, auth.Auth(path))
     assert connack(Peer(b, "a", username="drone", password=b"s3cret")).return_code == 0
     assert connack(Peer(b, "b", username="drone", password=b"wrong")).return_code == 4
+    assert connack(Peer(b, "a2", username="drone", password=b"s3cret")).return_code == 0  # cached
+    assert connack(Peer(b, "b2", username="drone", password=b"s3cre")).return_code == 4
     assert connack(Peer(b, "c", username="nobody", password=b"s3cret")).return_code == 4
     assert connack(Peer(b, "d")).return_code == 5  # password file: no anonymous
 

@@ -71,33 +71,40 @@ def verify_password(password, field):
         dk = binascii.a2b_base64(dk)
     except ValueError:
         return False
-    got = pbkdf2_sha256(password, salt, it)
-    diff = len(got) ^ len(dk)
-    for a, b in zip(got, dk):
-        diff |= a ^ b
+    return _same(pbkdf2_sha256(password, salt, it), dk)
+
+
+def _same(a, b):
+    """a == b for bytes, in a time that does not depend on where they differ."""
+    diff = len(a) ^ len(b)
+    for x, y in zip(a, b):
+        diff |= x ^ y
     return diff == 0
 
 
-def read_passwords(path):
-    """{user: field} from a password file; AuthError naming file:line when malformed."""
-    users = {}
+def _lines(path, what):
+    """(line number, stripped line) of a text file, blank lines and comments skipped."""
     try:
         f = open(path)
     except OSError as e:
-        raise AuthError("%s: cannot read password file (%s)" % (path, e))
+        raise AuthError("%s: cannot read %s (%s)" % (path, what, e))
     with f:
         n = 0
         for line in f:
             n += 1
             line = line.strip()
-            if not line or line[0] == "#":
-                continue
-            user, sep, field = line.partition(":")
-            if not sep or not user or not field.startswith(SCHEME):
-                raise AuthError(
-                    "%s:%d: expected user:%s... (made by midge passwd)" % (path, n, SCHEME)
-                )
-            users[user] = field
+            if line and line[0] != "#":
+                yield n, line
+
+
+def read_passwords(path):
+    """{user: field} from a password file; AuthError naming file:line when malformed."""
+    users = {}
+    for n, line in _lines(path, "password file"):
+        user, sep, field = line.partition(":")
+        if not sep or not user or not field.startswith(SCHEME):
+            raise AuthError("%s:%d: expected user:%s... (made by midge passwd)" % (path, n, SCHEME))
+        users[user] = field
     return users
 
 
@@ -124,39 +131,29 @@ def read_acl(path):
     """[(user or None for anonymous, is_pattern, access, filter)] from an ACL file."""
     rules = []
     user = None
-    try:
-        f = open(path)
-    except OSError as e:
-        raise AuthError("%s: cannot read ACL file (%s)" % (path, e))
-    with f:
-        n = 0
-        for line in f:
-            n += 1
-            line = line.strip()
-            if not line or line[0] == "#":
-                continue
-            words = line.split(None, 1)
-            kw = words[0]
-            rest = words[1].strip() if len(words) > 1 else ""
-            if kw == "user":
-                if not rest:
-                    raise AuthError("%s:%d: user needs a name" % (path, n))
-                user = rest
-                continue
-            if kw not in ("topic", "pattern"):
-                raise AuthError("%s:%d: unknown keyword %r (user, topic, pattern)" % (path, n, kw))
-            acc = _READ | _WRITE
-            w = rest.split(None, 1)
-            if w and w[0] in _ACCESS:
-                acc = _ACCESS[w[0]]
-                rest = w[1].strip() if len(w) > 1 else ""
+    for n, line in _lines(path, "ACL file"):
+        words = line.split(None, 1)
+        kw = words[0]
+        rest = words[1].strip() if len(words) > 1 else ""
+        if kw == "user":
             if not rest:
-                raise AuthError("%s:%d: %s needs a topic filter" % (path, n, kw))
-            try:
-                topics.check_filter(rest.replace("%c", "c").replace("%u", "u"))
-            except topics.MQTTError as e:
-                raise AuthError("%s:%d: %s" % (path, n, e.reason))
-            rules.append((user if kw == "topic" else None, kw == "pattern", acc, rest))
+                raise AuthError("%s:%d: user needs a name" % (path, n))
+            user = rest
+            continue
+        if kw not in ("topic", "pattern"):
+            raise AuthError("%s:%d: unknown keyword %r (user, topic, pattern)" % (path, n, kw))
+        acc = _READ | _WRITE
+        w = rest.split(None, 1)
+        if w and w[0] in _ACCESS:
+            acc = _ACCESS[w[0]]
+            rest = w[1].strip() if len(w) > 1 else ""
+        if not rest:
+            raise AuthError("%s:%d: %s needs a topic filter" % (path, n, kw))
+        try:
+            topics.check_filter(rest.replace("%c", "c").replace("%u", "u"))
+        except topics.MQTTError as e:
+            raise AuthError("%s:%d: %s" % (path, n, e.reason))
+        rules.append((user if kw == "topic" else None, kw == "pattern", acc, rest))
     return rules
 
 
@@ -182,7 +179,8 @@ class Auth:
         if field is None or password is None:
             return False
         quick = hashlib.sha256(field.encode() + password).digest()
-        if self._ok.get(user) == quick:
+        ok = self._ok.get(user)
+        if ok is not None and _same(ok, quick):
             return True
         if verify_password(password, field):
             self._ok[user] = quick
