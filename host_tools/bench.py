@@ -47,12 +47,15 @@ def run(args):
     sections = args.sections or SECTIONS
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    header = "# midge benchmark results\n\nRun %s on %s, Python %s, %d CPUs. Medians of %d.\n" % (
-        stamp,
-        platform.machine(),
-        platform.python_version(),
-        os.cpu_count() or 0,
-        args.reps,
+    header = (
+        "# midge benchmark results\n\nLast run %s on %s, Python %s, %d CPUs. Medians of %d.\n"
+        % (
+            stamp,
+            platform.machine(),
+            platform.python_version(),
+            os.cpu_count() or 0,
+            args.reps,
+        )
     )
     md_parts = [header]
     data = {"when": stamp, "reps": args.reps}
@@ -76,12 +79,16 @@ def run(args):
         print("== bench %s" % name, flush=True)
         markdown, figures = mod.run(args)
         data[name] = figures
-        md_parts.append("## %s\n\n%s\n" % (name, markdown.strip()))
+        data.setdefault("markdown", {})[name] = {"when": stamp, "text": markdown.strip()}
         if not args.no_readme:
             update_readme(name, markdown)
         print(markdown)
     mpath = os.path.join(args.out, "results.md")
-    # keep sections from earlier runs that were not re-run this time
+    # every section's latest run, including sections not re-run this time
+    for name in SECTIONS:
+        sec = data.get("markdown", {}).get(name)
+        if sec:
+            md_parts.append("## %s (run %s)\n\n%s\n" % (name, sec["when"], sec["text"]))
     with open(mpath, "w") as f:
         f.write("\n".join(md_parts))
     with open(jpath, "w") as f:
