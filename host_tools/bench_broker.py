@@ -259,7 +259,10 @@ def run(opts):
         compile_lib(mpydir)
         heap = mp_heap(mpydir, "256K")
         heap["idle_clients_in_128K"] = max_clients(mpydir, "128K")
-        heap["ring_128K"] = ring_128k(mpydir)
+        # near the limit heap fragmentation decides: run the ring several times, report all
+        rings = [ring_128k(mpydir) for _ in range(max(opts.reps, 1))]
+        good = [r for r in rings if r["ok"]]
+        heap["ring_128K"] = dict(good[0] if good else rings[0], runs=len(rings), passed=len(good))
         summ = _throughput(opts, mpydir, out)
     rows = [
         ("fanin", "delivered_per_s", "fan-in 4→1 QoS 0 msgs/s", True),
@@ -295,9 +298,10 @@ def run(opts):
         "| idle clients accepted in a 128K heap (no $SYS) | %d |" % heap["idle_clients_in_128K"],
         "| 24 clients exchanging QoS 1 in a 128K heap | %s |"
         % (
-            "%s msgs/s, all delivered and acknowledged" % ring["msgs_per_s"]
+            "passed %d of %d runs (%s msgs/s, all delivered and acknowledged)"
+            % (ring["passed"], ring["runs"], ring["msgs_per_s"])
             if ring["ok"]
-            else "failed: %s" % ring.get("error")
+            else "failed in %d of %d runs: %s" % (ring["runs"], ring["runs"], ring.get("error"))
         ),
     ]
     return "\n".join(md), data

@@ -83,8 +83,8 @@ def test_decode_new_topic_costs_its_str_once():
         d.receive_data(b)
         assert d.next_packet().topic == "sensors/drone40/temperature"
 
-    # two changes of topic per call: each costs the new str and its bytes (about 256 B here)
-    assert 128 < _heap_per_call(alternate) <= 600
+    # two changes of topic per call: each costs the new str, its bytes and a pair (~288 B here)
+    assert 128 < _heap_per_call(alternate) <= 640
 
 
 def test_decoder_buffer_is_reused_when_drained():

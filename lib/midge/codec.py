@@ -354,10 +354,9 @@ class Decoder:
     def __init__(self, max_packet=MAX_PACKET, copy=True, bufsize=256, reuse=False):
         self.max_packet = max_packet
         self.copy = copy
-        self._pub = Publish("") if reuse else None
-        self._ack = Ack(0) if reuse else None
-        self._tb = None  # the last PUBLISH topic, as bytes (None: none yet) and as str
-        self._ts = ""
+        # Few attributes: a broker holds one decoder per client.
+        self._reuse = (Publish(""), Ack(0)) if reuse else None
+        self._last = None  # (bytes, str) of the last PUBLISH topic
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
         self._start = self._end = 0
@@ -480,15 +479,14 @@ class Decoder:
             if qos == 3 or flags & 8 and not qos:
                 raise MQTTError("PUBLISH flags 0x%x" % flags)
             j = self._field(i, end)
-            k = self._tb
-            if k is not None and j - i - 2 == len(k) and b.find(k, i + 2, j) == i + 2:
-                topic = self._ts  # the same topic as the last PUBLISH: no new str
+            k = self._last
+            if k is not None and j - i - 2 == len(k[0]) and b.find(k[0], i + 2, j) == i + 2:
+                topic = k[1]  # the same topic as the last PUBLISH: no new str
             else:
                 topic = self._str(i, end)[0]
                 if not topic or "+" in topic or "#" in topic:
                     raise MQTTError("bad topic name %r" % topic)
-                self._tb = bytes(self._mv[i + 2 : j])
-                self._ts = topic
+                self._last = (bytes(self._mv[i + 2 : j]), topic)
             i = j
             pid = 0
             if qos:
@@ -497,9 +495,10 @@ class Decoder:
             payload = self._mv[i:end]
             if self.copy:
                 payload = bytes(payload)
-            p = self._pub
+            p = self._reuse
             if p is None:
                 return Publish(topic, payload, qos, flags & 1 > 0, flags & 8 > 0, pid)
+            p = p[0]
             p.__init__(topic, payload, qos, flags & 1 > 0, flags & 8 > 0, pid)
             return p
         rl = end - i
@@ -515,9 +514,10 @@ class Decoder:
             if rl != 2:
                 raise MQTTError("packet type %d of length %d" % (t, rl))
             if t != CONNACK:
-                a = self._ack
+                a = self._reuse
                 if a is None or t == UNSUBACK:  # reuse is for the publish flow's hot path
                     return Ack(t, self._pid(i, end))
+                a = a[1]
                 a.__init__(t, self._pid(i, end))
                 return a
             sp, rc = b[i], b[i + 1]
