@@ -94,3 +94,13 @@ def unique(prefix):
     (and interpreters running side by side) never collide."""
     _n[0] += 1
     return "%s%s%s%d" % (prefix, "mp" if MICROPYTHON else "cp", _RUN, _n[0])
+
+
+def plain(v):
+    """v with memoryviews and bytearrays as bytes and tuples as lists: comparable, printable,
+    and safe to keep after the decoder that made it moves on."""
+    if isinstance(v, (memoryview, bytearray)):
+        return bytes(v)
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return v

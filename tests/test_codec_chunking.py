@@ -2,6 +2,7 @@
 # once, one byte at a time, random-sized chunks (fixed seed), every split point, and the
 # zero-copy write_buffer()/commit() path; copy=False gives memoryview payloads.
 from midge import codec
+from support import plain
 
 # Documented fields per packet type (compared here, not through the classes' own __eq__).
 _FIELDS = {
@@ -14,17 +15,9 @@ _FIELDS = {
 }
 
 
-def _norm(v):
-    if isinstance(v, (memoryview, bytearray)):
-        return bytes(v)
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    return v
-
-
 def snapshot(p):
     """A plain tuple of a packet's type and fields, safe to keep after later decoder calls."""
-    return (p.type,) + tuple(_norm(getattr(p, f)) for f in _FIELDS.get(p.type, ("pid",)))
+    return (p.type,) + tuple(plain(getattr(p, f)) for f in _FIELDS.get(p.type, ("pid",)))
 
 
 def packets():

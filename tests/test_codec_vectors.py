@@ -10,7 +10,7 @@
 #   16-bit integers are big-endian (MSB first)                      [1.5.2]
 #   strings are a 16-bit byte length followed by UTF-8 bytes        [1.5.3]
 from midge import codec
-from support import MICROPYTHON, raises, skip
+from support import MICROPYTHON, plain, raises, skip
 
 TOPIC = "sensors/drone01/altitude"  # 24 bytes: 7 + 1 + 7 + 1 + 8
 
@@ -223,20 +223,12 @@ FIELDS = {
 }
 
 
-def _norm(v):
-    if isinstance(v, (memoryview, bytearray)):
-        return bytes(v)
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    return v
-
-
 def assert_same(got, want, what=""):
     """got has want's type and the same value in every documented field."""
     assert got is not None, "%s: no packet decoded" % what
     assert got.type == want.type, "%s: type %r != %r" % (what, got.type, want.type)
     for f in FIELDS[want.type]:
-        a, b = _norm(getattr(got, f)), _norm(getattr(want, f))
+        a, b = plain(getattr(got, f)), plain(getattr(want, f))
         assert a == b, "%s: %s = %r, expected %r" % (what, f, a, b)
         if isinstance(b, bool):
             assert a in (True, False), "%s: %s = %r is not a bool" % (what, f, a)

@@ -6,6 +6,7 @@ import signal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from midge import codec, topics
+from support import plain
 
 SETTINGS = settings(
     max_examples=300,
@@ -92,20 +93,12 @@ FIELDS = {
 }
 
 
-def _norm(v):
-    if isinstance(v, (memoryview, bytearray)):
-        return bytes(v)
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    return v
-
-
 def snap(p):
     if p.type in FIELDS:
         fields = FIELDS[p.type]
     else:  # the four publish acks and UNSUBACK carry a packet id; the rest nothing
         fields = ["pid"] if p.type < codec.PINGREQ else []
-    return (p.type,) + tuple(_norm(getattr(p, f)) for f in fields)
+    return (p.type,) + tuple(plain(getattr(p, f)) for f in fields)
 
 
 def chunked(data, cuts):
