@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from midge import topics
 from midge.broker_sess import INFO, WARN, Conn, Msg, peer_name  # noqa: F401  (WARN/INFO: drivers)
-from midge.compat import const, mem_alloc, rss_bytes, ticks_add, ticks_diff
+from midge.compat import MICROPYTHON, const, mem_alloc, rss_bytes, ticks_add, ticks_diff
 
 _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
 _SYS = "$SYS/broker/"
@@ -18,8 +18,11 @@ DEFAULTS = {
     "max_connections": -1,
     "max_inflight_messages": 20,
     "max_queued_messages": 1000,
-    "max_queued_bytes": 0,
-    "max_packet_size": 0,
+    # a board's heap (~128 KB) bounds what untrusted clients may grow: one packet, each
+    # offline queue and the retained topics; 0 = no limit (the default on CPython)
+    "max_queued_bytes": 16384 if MICROPYTHON else 0,
+    "max_packet_size": 16384 if MICROPYTHON else 0,
+    "max_retained": 64 if MICROPYTHON else 0,  # count of client retained topics
     "max_subscriptions": 0,
     "retain_available": True,
     "sys_interval": 10,
@@ -54,6 +57,7 @@ class Core:
         self.max_queued = c["max_queued_messages"]
         self.max_qbytes = c["max_queued_bytes"]
         self.max_wbuf = c["max_write_buffer"]
+        self.max_retained = c["max_retained"]
         self.sessions = {}
         self.conns = {}
         self.index = topics.TopicIndex()
@@ -70,6 +74,7 @@ class Core:
         self.up = 0
         self.nid = 0
         self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
+        self.nsys = self.retained_dropped = 0  # nsys: $SYS topics in self.retained
 
     # ---- driver interface
 
@@ -211,10 +216,22 @@ class Core:
                 if self.retained.pop(m.topic, None) is not None and self.store:
                     self.store.retained(m.topic, None)
             elif self.conf["retain_available"]:
-                self.retained[m.topic] = m
-                if self.store:
-                    self.store.retained(m.topic, m)
-                    self.durable = True
+                r = self.retained
+                mr = self.max_retained
+                if mr and m.topic not in r and len(r) - self.nsys >= mr:
+                    # a new topic over the limit: delivered below, not kept
+                    self.retained_dropped += 1
+                    if self.retained_dropped & 1023 == 1:
+                        self.log(
+                            WARN,
+                            "max_retained (%d) reached: %r not retained (%d so far)"
+                            % (mr, m.topic, self.retained_dropped),
+                        )
+                else:
+                    r[m.topic] = m
+                    if self.store:
+                        self.store.retained(m.topic, m)
+                        self.durable = True
         mq = m.qos
         for s, q in self.index.match(m.topic).items():
             self._deliver(s, m, q if q < mq else mq, 0)
@@ -316,6 +333,7 @@ class Core:
             ("bytes/received", self.rx_bytes),
             ("bytes/sent", self.tx_bytes),
             ("retained messages/count", len(self.retained)),
+            ("retained messages/dropped", self.retained_dropped),
         ]
         h = mem_alloc()
         if h is not None:
@@ -326,7 +344,9 @@ class Core:
         return v
 
     def publish_sys(self, now):
-        for k, val in self.sys_values(now):
+        v = self.sys_values(now)
+        self.nsys = len(v)
+        for k, val in v:
             t = _SYS + k
             m = Msg(t, str(val).encode(), 0, False)
             self.retained[t] = m
