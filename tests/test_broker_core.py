@@ -122,6 +122,33 @@ def test_acl_and_password_file_errors():
     assert "pw:1" in str(e)
 
 
+def test_acl_user_rules_without_password_file_warn_at_start_up():
+    from midge import brokerconf
+
+    d = tmpdir()
+    opts = {"config": d + "/conf", "host": None, "port": None}
+    logs = []
+    for acl, warned in (("topic a\npattern r/%u\n", False), ("user bob\ntopic b/#\n", True)):
+        with open(d + "/acl", "w") as f:
+            f.write(acl)
+        with open(d + "/conf", "w") as f:
+            f.write("acl_file %s/acl\nsys_interval 0\n" % d)
+        del logs[:]
+        core = brokerconf.setup(opts, lambda lv, m: logs.append((lv, m)))[0]
+        assert len(logs) == warned
+        # the claimed name still selects bob's rules, as in Mosquitto 2
+        assert core.auth.allowed("bob", "c", "b/1", True) == warned
+    assert logs[0][0] == broker_core.WARN
+    assert "acl has `user` rules and there is no password_file" in logs[0][1]
+    with open(d + "/pw", "w") as f:
+        f.write("")
+    with open(d + "/conf", "a") as f:
+        f.write("password_file %s/pw\n" % d)
+    del logs[:]
+    brokerconf.setup(opts, lambda lv, m: logs.append(m))
+    assert logs == []
+
+
 def test_acl_pattern_ignores_client_ids_with_wildcards_or_slash():
     from midge import auth  # after broker_core: smaller MicroPython heap peak
 

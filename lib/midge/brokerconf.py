@@ -172,6 +172,15 @@ def setup(opts, log):
         from midge import auth as authmod
 
         auth = authmod.Auth(conf.get("password_file"), conf.get("acl_file"))
+        if auth.users is None:
+            for rule in auth.rules or ():
+                if rule[0] is not None:  # as Mosquitto 2: the claimed user name picks the rules
+                    log(
+                        broker_core.WARN,
+                        "%s has `user` rules and there is no password_file: a client gets"
+                        " a user's rules by sending its name" % conf["acl_file"],
+                    )
+                    break
     core = broker_core.Broker(conf, auth, log, ticks_ms())
     core.verbose = opts.get("verbose", False)
     store = None
