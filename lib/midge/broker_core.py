@@ -57,7 +57,7 @@ class Core:
         self.max_queued = c["max_queued_messages"]
         self.max_qbytes = c["max_queued_bytes"]
         self.max_wbuf = c["max_write_buffer"]
-        self.max_retained = c["max_retained"]
+        self.max_retained = c["max_retained"] or 0x3FFFFFFF  # 0: no limit (a small int)
         self.sessions = {}
         self.conns = {}
         self.index = topics.TopicIndex()
@@ -74,7 +74,7 @@ class Core:
         self.up = 0
         self.nid = 0
         self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
-        self.nsys = self.retained_dropped = 0  # nsys: $SYS topics in self.retained
+        self.nsys = self.rdropped = 0  # nsys: $SYS topics in self.retained
 
     # ---- driver interface
 
@@ -217,21 +217,15 @@ class Core:
                     self.store.retained(m.topic, None)
             elif self.conf["retain_available"]:
                 r = self.retained
-                mr = self.max_retained
-                if mr and m.topic not in r and len(r) - self.nsys >= mr:
-                    # a new topic over the limit: delivered below, not kept
-                    self.retained_dropped += 1
-                    if self.retained_dropped & 1023 == 1:
-                        self.log(
-                            WARN,
-                            "max_retained (%d) reached: %r not retained (%d so far)"
-                            % (mr, m.topic, self.retained_dropped),
-                        )
-                else:
+                if m.topic in r or len(r) - self.nsys < self.max_retained:
                     r[m.topic] = m
                     if self.store:
                         self.store.retained(m.topic, m)
                         self.durable = True
+                else:  # a new topic over max_retained: delivered below, not kept
+                    self.rdropped += 1
+                    if self.rdropped & 1023 == 1:
+                        self.log(WARN, "max_retained reached: %r not kept" % m.topic)
         mq = m.qos
         for s, q in self.index.match(m.topic).items():
             self._deliver(s, m, q if q < mq else mq, 0)
@@ -333,7 +327,7 @@ class Core:
             ("bytes/received", self.rx_bytes),
             ("bytes/sent", self.tx_bytes),
             ("retained messages/count", len(self.retained)),
-            ("retained messages/dropped", self.retained_dropped),
+            ("retained messages/dropped", self.rdropped),
         ]
         h = mem_alloc()
         if h is not None:
