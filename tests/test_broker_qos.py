@@ -94,30 +94,11 @@ def test_retained_set_replace_clear():
     assert b.retained == {}
 
 
-def test_max_retained_keeps_no_new_topic_but_delivers_it():
-    logs = []
-    b = broker_core.Broker({"max_retained": 2}, log=lambda lv, m: logs.append(m))
-    b.publish_sys(0)  # $SYS topics do not count
-    p = Peer(b, "p")
-    connack(p)
-    live = Peer(b, "live")
-    live.sub("r/#")
-    for t in ("r/1", "r/2", "r/3", "r/1", "r/4"):
-        p.send(C.Publish(t, t.encode(), 0, retain=True))
-    assert [g.payload for g in live.pubs()] == [b"r/1", b"r/2", b"r/3", b"r/1", b"r/4"]
-    assert [g.topic for g in Peer(b, "late").sub("r/#")[1:]] in (["r/1", "r/2"], ["r/2", "r/1"])
-    assert len(logs) == 1 and "max_retained reached: 'r/3' not kept" in logs[0]
-    assert ("retained messages/dropped", 2) in b.sys_values(0)
-    p.send(C.Publish("r/2", b"", 0, retain=True))  # a cleared topic makes room
-    p.send(C.Publish("r/4", b"kept", 0, retain=True))
-    assert sorted(b.retained)[-2:] == ["r/1", "r/4"]
-
-
-def test_board_defaults_bound_packets_queues_and_retained():
-    board = (16384, 16384, 64) if MICROPYTHON else (0, 0, 0)
-    keys = ("max_packet_size", "max_queued_bytes", "max_retained")
-    assert tuple(broker_core.Broker().conf[k] for k in keys) == board
-    assert broker_core.Broker({"max_retained": 0}).conf["max_retained"] == 0  # config overrides
+def test_board_defaults_bound_packets_and_queues():
+    board = (16384, 16384) if MICROPYTHON else (0, 0)
+    c = broker_core.Broker().conf
+    assert (c["max_packet_size"], c["max_queued_bytes"]) == board
+    assert broker_core.Broker({"max_packet_size": 0}).conf["max_packet_size"] == 0
     p = Peer(broker_core.Broker(), "big")
     connack(p)
     p.raw(bytes((0x30, 0xA0, 0x9C, 0x01)))  # a PUBLISH of 20000 bytes: its fixed header

@@ -13,23 +13,6 @@ _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
 _SYS = "$SYS/broker/"
 VERSION = "midge 0.1.0"
 
-DEFAULTS = {
-    "allow_anonymous": None,  # None: loopback peers only
-    "max_connections": -1,
-    "max_inflight_messages": 20,
-    "max_queued_messages": 1000,
-    # a board's heap (~128 KB) bounds what untrusted clients may grow: one packet, each
-    # offline queue and the retained topics; 0 = no limit (the default on CPython)
-    "max_queued_bytes": 16384 if MICROPYTHON else 0,
-    "max_packet_size": 16384 if MICROPYTHON else 0,
-    "max_retained": 64 if MICROPYTHON else 0,  # count of client retained topics
-    "max_subscriptions": 0,
-    "retain_available": True,
-    "sys_interval": 10,
-    "persistent_client_expiration": 0,  # s; 0 = never
-    "max_write_buffer": 1 << 20,  # bytes a driver may buffer per socket before QoS 0 drops
-}
-
 
 def sized(n):
     """An empty dict whose table already has room for n entries (grown while the heap is
@@ -46,7 +29,22 @@ class Core:
     """Sessions, routing, output and housekeeping; broker_proto.Broker adds the packets."""
 
     def __init__(self, conf=None, auth=None, log=None, now=None):
-        c = dict(DEFAULTS)
+        # the defaults, built here: a module-level dict would hold its table for good
+        c = {
+            "allow_anonymous": None,  # None: loopback peers only
+            "max_connections": -1,
+            "max_inflight_messages": 20,
+            "max_queued_messages": 1000,
+            # a board's heap (~128 KB) bounds what untrusted clients may grow: one packet
+            # and each offline queue; 0 = no limit
+            "max_queued_bytes": 16384 if MICROPYTHON else 0,
+            "max_packet_size": 16384 if MICROPYTHON else 0,
+            "max_subscriptions": 0,
+            "retain_available": True,
+            "sys_interval": 10,
+            "persistent_client_expiration": 0,  # s; 0 = never
+            "max_write_buffer": 1 << 20,  # bytes buffered per socket before QoS 0 drops
+        }
         if conf:
             c.update(conf)
         self.conf = c
@@ -57,7 +55,6 @@ class Core:
         self.max_queued = c["max_queued_messages"]
         self.max_qbytes = c["max_queued_bytes"]
         self.max_wbuf = c["max_write_buffer"]
-        self.max_retained = c["max_retained"] or 0x3FFFFFFF  # 0: no limit (a small int)
         self.sessions = {}
         self.conns = {}
         self.index = topics.TopicIndex()
@@ -74,7 +71,6 @@ class Core:
         self.up = 0
         self.nid = 0
         self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
-        self.nsys = self.rdropped = 0  # nsys: $SYS topics in self.retained
 
     # ---- driver interface
 
@@ -216,16 +212,10 @@ class Core:
                 if self.retained.pop(m.topic, None) is not None and self.store:
                     self.store.retained(m.topic, None)
             elif self.conf["retain_available"]:
-                r = self.retained
-                if m.topic in r or len(r) - self.nsys < self.max_retained:
-                    r[m.topic] = m
-                    if self.store:
-                        self.store.retained(m.topic, m)
-                        self.durable = True
-                else:  # a new topic over max_retained: delivered below, not kept
-                    self.rdropped += 1
-                    if self.rdropped & 1023 == 1:
-                        self.log(WARN, "max_retained reached: %r not kept" % m.topic)
+                self.retained[m.topic] = m
+                if self.store:
+                    self.store.retained(m.topic, m)
+                    self.durable = True
         mq = m.qos
         for s, q in self.index.match(m.topic).items():
             self._deliver(s, m, q if q < mq else mq, 0)
@@ -327,7 +317,6 @@ class Core:
             ("bytes/received", self.rx_bytes),
             ("bytes/sent", self.tx_bytes),
             ("retained messages/count", len(self.retained)),
-            ("retained messages/dropped", self.rdropped),
         ]
         h = mem_alloc()
         if h is not None:
@@ -338,9 +327,7 @@ class Core:
         return v
 
     def publish_sys(self, now):
-        v = self.sys_values(now)
-        self.nsys = len(v)
-        for k, val in v:
+        for k, val in self.sys_values(now):
             t = _SYS + k
             m = Msg(t, str(val).encode(), 0, False)
             self.retained[t] = m

@@ -22,7 +22,6 @@ OPTIONS = {
     "max_queued_messages": _INT,
     "max_queued_bytes": _INT,
     "max_packet_size": _INT,
-    "max_retained": _INT,
     "max_subscriptions": _INT,
     "retain_available": _BOOL,
     "sys_interval": _INT,
