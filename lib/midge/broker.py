@@ -15,11 +15,6 @@ from midge.compat import MICROPYTHON, const, format_exception, mem_alloc, mem_fr
 _LOW_HEAP = const(32768)  # bytes free under which each new client starts with gc.collect()
 
 
-def parse_args(argv):
-    """{'host', 'port', 'config', 'verbose'}; host/port None when not given."""
-    return _conf("parse_args", argv)
-
-
 def setup(opts, log):
     """(core, listeners, store) from parsed options and the config file; the exceptions
     (ConfigError, AuthError, UsageError, OSError) carry one-line messages."""
@@ -245,18 +240,21 @@ def announce(listeners, runtime):
         pass
 
 
-def main(argv=None):
+def main(argv=None, serve_fn=serve, runtime=None):
+    """Both drivers' start-up and shutdown (broker_fast passes its own serve_fn and runtime):
+    serve_fn(core, listeners, store, ready) serves until stopped. Exit status 0, 1 (cannot
+    listen) or 2 (config)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        opts = parse_args(argv)
-        log = make_log(opts["verbose"])
-        core, listeners, store = setup(opts, log)
+        opts = _conf("parse_args", argv)  # {'host', 'port', 'config', 'verbose'}
+        core, listeners, store = setup(opts, make_log(opts["verbose"]))
     except Exception as e:  # ConfigError, AuthError, UsageError, OSError: one line
         print("midge broker: %s" % e, file=sys.stderr)
         return 2
-    runtime = ("MicroPython" if MICROPYTHON else "CPython") + ", asyncio streams"
+    if runtime is None:
+        runtime = ("MicroPython" if MICROPYTHON else "CPython") + ", asyncio streams"
     try:
-        asyncio.run(serve(core, listeners, store, lambda ls: announce(ls, runtime)))
+        asyncio.run(serve_fn(core, listeners, store, lambda ls: announce(ls, runtime)))
     except KeyboardInterrupt:
         pass
     except OSError as e:

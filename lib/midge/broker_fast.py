@@ -107,32 +107,17 @@ class Server:
         await stop.wait()
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        opts = broker.parse_args(argv)
-        core, listeners, store = broker.setup(opts, broker.make_log(opts["verbose"]))
-    except Exception as e:  # ConfigError, AuthError, UsageError, OSError: one line
-        print("midge broker: %s" % e, file=sys.stderr)
-        return 2
+async def serve(core, listeners, store, ready=None):
     srv = Server(core, store)
     import gc
 
     gc.freeze()  # start-up objects out of the collector's way; per-message objects are acyclic
     gc.set_threshold(50000, 20, 20)
-    try:
-        asyncio.run(
-            srv.serve(listeners, lambda ls: broker.announce(ls, "CPython, asyncio Protocol"))
-        )
-    except KeyboardInterrupt:
-        pass
-    except OSError as e:
-        print("midge broker: cannot listen: %s" % e, file=sys.stderr)
-        return 1
-    if store is not None:
-        store.close(ticks_ms())
-    print("midge broker: stopped")
-    return 0
+    await srv.serve(listeners, ready)
+
+
+def main(argv=None):
+    return broker.main(argv, serve, "CPython, asyncio Protocol")
 
 
 if __name__ == "__main__":
