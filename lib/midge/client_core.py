@@ -40,6 +40,17 @@ _REL = const(16)  # PUBREC received, PUBREL due/sent
 _WAITS = ("room in the publish queue", "PUBACK/PUBCOMP", "SUBACK", "UNSUBACK")
 
 
+# CONNACK return codes 1..5 (MQTT 3.1.1 table 3.1), for error messages
+_CONNACK_REASONS = (
+    "accepted",
+    "unacceptable protocol version",
+    "identifier rejected",
+    "server unavailable",
+    "bad username or password",
+    "not authorized",
+)
+
+
 class MQTTException(OSError):
     """Everything that goes wrong in the client, with a message saying what happened.
 
@@ -331,7 +342,7 @@ class Session:
     def _connack(self, p):
         rc = p.return_code
         if rc:
-            reason = codec.CONNACK_REASONS[rc] if rc < 6 else "unknown reason"
+            reason = _CONNACK_REASONS[rc] if rc < 6 else "unknown reason"
             raise MQTTException("connection refused: %s (CONNACK %d)" % (reason, rc))
         self.state = CONNECTED
         self._tries = 0

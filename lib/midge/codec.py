@@ -22,24 +22,9 @@ PINGRESP = const(13)
 DISCONNECT = const(14)
 
 # Largest remaining length the 4-byte varint can carry, and so the largest packet.
-MAX_REMAINING = const(268435455)
+_MAX_REMAINING = const(268435455)
 MAX_PACKET = const(268435460)
-
-# CONNACK return codes (MQTT 3.1.1 table 3.1)
-ACCEPTED = const(0)
-REFUSED_PROTOCOL = const(1)
-REFUSED_IDENTIFIER = const(2)
-REFUSED_UNAVAILABLE = const(3)
-REFUSED_CREDENTIALS = const(4)
-REFUSED_NOT_AUTHORIZED = const(5)
-CONNACK_REASONS = (
-    "accepted",
-    "unacceptable protocol version",
-    "identifier rejected",
-    "server unavailable",
-    "bad username or password",
-    "not authorized",
-)
+_REFUSED_PROTOCOL = const(1)  # CONNACK code for an unsupported protocol level
 
 PINGREQ_BYTES = b"\xc0\x00"
 PINGRESP_BYTES = b"\xd0\x00"
@@ -176,8 +161,8 @@ def _b(s):
 
 
 def _rl_size(n):
-    if n > MAX_REMAINING:
-        raise ValueError("remaining length %d over %d" % (n, MAX_REMAINING))
+    if n > _MAX_REMAINING:
+        raise ValueError("remaining length %d over %d" % (n, _MAX_REMAINING))
     k = 1
     while n > 127:
         n >>= 7
@@ -558,7 +543,7 @@ class Decoder:
         if (name, level) not in (("MQTT", 4), ("MQIsdp", 3)):
             if name not in ("MQTT", "MQIsdp"):
                 raise MQTTError("protocol name %r" % name)
-            raise MQTTError("protocol level %d" % level, REFUSED_PROTOCOL)
+            raise MQTTError("protocol level %d" % level, _REFUSED_PROTOCOL)
         will = flags & 4
         wqos = (flags >> 3) & 3
         # reserved bit; will QoS/retain without will; will QoS 3; password without username
