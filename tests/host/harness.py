@@ -4,8 +4,10 @@ Used by tests/conftest.py (pytest) and tests/run_micropython.py (the MicroPython
 runtimes test against the same kind of broker. Every process started here is stopped by PID.
 """
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -124,3 +126,20 @@ def start_brokers():
     os.environ["MIDGE_TEST_MOSQUITTO_AUTH"] = auth.addr
     os.environ["MIDGE_TEST_AUTH_PASSWORD"] = auth.password
     return [anon, auth]
+
+
+@contextlib.contextmanager
+def process_group(cmd, **kw):
+    """cmd started in its own session (stdout piped unless given); on the way out (a failed
+    assert, a timeout) its whole process group is killed and its pipes closed."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    try:
+        yield p
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(5)
+        for f in (p.stdout, p.stderr):
+            if f is not None:
+                f.close()

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from harness import process_group
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 
@@ -36,25 +38,15 @@ def processes_under(path):
 def demo(tmp_path, *args):
     """The demo in its own session; on the way out (a failed assert, a timeout) its process
     group and whatever it started in tmp_path (broker, boards: own sessions) are killed."""
-    p = subprocess.Popen(
-        [sys.executable, "-m", "host_tools.demo", "--workdir", str(tmp_path)]
-        + ["--interval-ms", "300"]
-        + list(args),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    cmd = [sys.executable, "-m", "host_tools.demo", "--workdir", str(tmp_path)]
+    cmd += ["--interval-ms", "300"] + list(args)
     try:
-        yield p
+        with process_group(cmd, cwd=ROOT, stderr=subprocess.STDOUT) as p:
+            yield p
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
         for pid in processes_under(str(tmp_path)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        p.wait(5)
-        p.stdout.close()
 
 
 def read_until(p, done, secs):

@@ -11,6 +11,7 @@ import sys
 import threading
 
 from esptool import bin_image
+from harness import free_port
 from vbtools import midge, vboard  # noqa: F401  (pytest fixture)
 
 from host_tools import boardinfo, flash, uf2
@@ -137,17 +138,9 @@ def test_merged_image_checks_the_app_too(tmp_path):
     assert r.returncode == 2 and "(app at 0x10000): checksum mismatch" in r.stderr
 
 
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_real_esptool_no_board_paths(tmp_path):
     esp_image(tmp_path / "fw.bin")
-    url = "socket://127.0.0.1:%d" % _closed_port()
+    url = "socket://127.0.0.1:%d" % free_port()  # bound and closed again: nothing listens
     r = midge(
         "flash", "--board", "esp32", "--port", url, "--firmware", tmp_path / "fw.bin", timeout=60
     )

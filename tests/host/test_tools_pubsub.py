@@ -14,6 +14,7 @@ import time
 import paho.mqtt.client as paho
 import support
 from faultproxy import FaultProxy
+from harness import process_group
 from vbtools import ROOT, midge
 
 sys.path.insert(0, os.path.join(ROOT, "lib"))
@@ -23,21 +24,9 @@ from midge import codec  # noqa: E402
 @contextlib.contextmanager
 def sub(*args):
     """A `midge sub` process (stdout piped as bytes), killed with its group on the way out."""
-    p = subprocess.Popen(
-        [sys.executable, "-m", "host_tools", "sub", *[str(a) for a in args]],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
+    cmd = [sys.executable, "-m", "host_tools", "sub", *[str(a) for a in args]]
+    with process_group(cmd, cwd=ROOT, stderr=subprocess.PIPE) as p:
         yield p
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(5)
-        p.stdout.close()
-        p.stderr.close()
 
 
 def read_lines(p, n, secs=10):
