@@ -6,6 +6,7 @@ midge's MicroPython heap figures: heap per idle client and drift after 1,000
 connect/disconnect cycles (256K heap, from $SYS/broker/heap/current), idle clients accepted
 in a 128K heap, and 24 clients exchanging QoS 1 in a ring in a 128K heap."""
 
+import contextlib
 import json
 import os
 import socket
@@ -98,7 +99,16 @@ def _read_sys(port, key, wait=3.5):
     return vals[-1]
 
 
-def _start_mp(mpydir, heap, port, conf):
+@contextlib.contextmanager
+def _mp_broker(mpydir, heap, conf_text):
+    """midge's broker on MicroPython (lib as .mpy) with this config, on a free loopback port:
+    yields the port; stopped and its config removed on the way out."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fd, conf = tempfile.mkstemp(suffix=".conf")
+    with os.fdopen(fd, "w") as f:
+        f.write(conf_text)
     env = dict(os.environ, MICROPYPATH=mpydir + ":.frozen")
     cmd = [MP, "-X", "heapsize=" + heap, "-m", "midge.broker", "--port", str(port)]
     p = subprocess.Popen(
@@ -108,57 +118,36 @@ def _start_mp(mpydir, heap, port, conf):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    p.stdout.readline()
-    return p
+    try:
+        p.stdout.readline()  # the start-up line: listening
+        yield port, p
+    finally:
+        p.terminate()
+        p.wait(5)
+        p.stdout.close()
+        os.unlink(conf)
 
 
 def max_clients(mpydir, heap, limit=64):
     """Idle clients the MicroPython broker accepts in this heap before it refuses one."""
-    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-    conf.write("sys_interval 0\n")
-    conf.close()
-    p = _start_mp(mpydir, heap, 28848, conf.name)
     socks = []
-    try:
-        for i in range(limit):
-            socks.append(_connect(28848, "n%02d" % i))
-    except (OSError, AssertionError):
-        pass
-    finally:
-        for s in socks:
-            s.close()
-        p.terminate()
-        p.wait(5)
-        os.unlink(conf.name)
+    with _mp_broker(mpydir, heap, "sys_interval 0\n") as (port, _):
+        try:
+            for i in range(limit):
+                socks.append(_connect(port, "n%02d" % i))
+        except (OSError, AssertionError):
+            pass
+        finally:
+            for s in socks:
+                s.close()
     return len(socks)
 
 
 def mp_heap(mpydir, heap):
-    port = 28849
-    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-    conf.write("sys_interval 1\n")
-    conf.close()
-    env = dict(os.environ, MICROPYPATH=mpydir + ":.frozen")
-    p = subprocess.Popen(
-        [
-            MP,
-            "-X",
-            "heapsize=" + heap,
-            "-m",
-            "midge.broker",
-            "--port",
-            str(port),
-            "--config",
-            conf.name,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    """Heap figures from the broker's own $SYS/broker/heap/current: idle, per idle client,
+    drift after 1,000 connect/disconnect cycles."""
     res = {"heap": heap}
-    try:
-        p.stdout.readline()
+    with _mp_broker(mpydir, heap, "sys_interval 1\n") as (port, _):
         base = _read_sys(port, "heap/current")
         res["heap_idle_broker"] = base
         socks = []
@@ -184,10 +173,6 @@ def mp_heap(mpydir, heap):
         res["heap_before_cycles"] = before
         res["heap_after_1000_cycles"] = after
         res["heap_drift_after_cycles"] = after - before
-    finally:
-        p.terminate()
-        p.wait(5)
-        os.unlink(conf.name)
     return res
 
 
@@ -196,55 +181,48 @@ def ring_128k(mpydir, n=24, rounds=20):
     QoS 1 to the next one, round after round; every PUBACK and delivery checked. $SYS off."""
     from midge import codec as C
 
-    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-    conf.write("sys_interval 0\n")
-    conf.close()
-    port = 28847
-    p = _start_mp(mpydir, "128K", port, conf.name)
     res = {"clients": n, "ok": False}
     socks = []
-    try:
-        decs = []
-        for i in range(n):
-            socks.append(_connect(port, "ring%02d" % i))
-            decs.append(C.Decoder())
+    with _mp_broker(mpydir, "128K", "sys_interval 0\n") as (port, p):
+        try:
+            decs = []
+            for i in range(n):
+                socks.append(_connect(port, "ring%02d" % i))
+                decs.append(C.Decoder())
 
-        def recv(i):
-            while True:
-                pkt = decs[i].next_packet()
-                if pkt is not None:
-                    return pkt
-                data = socks[i].recv(4096)
-                if not data:
-                    raise ConnectionError("broker closed client %d" % i)
-                decs[i].receive_data(data)
+            def recv(i):
+                while True:
+                    pkt = decs[i].next_packet()
+                    if pkt is not None:
+                        return pkt
+                    data = socks[i].recv(4096)
+                    if not data:
+                        raise ConnectionError("broker closed client %d" % i)
+                    decs[i].receive_data(data)
 
-        for i, s in enumerate(socks):
-            s.sendall(C.encode(C.Subscribe(1, [("ring/%d" % i, 1)])))
-            assert recv(i).type == C.SUBACK
-        t0 = time.monotonic()
-        for k in range(1, rounds + 1):
             for i, s in enumerate(socks):
-                s.sendall(C.encode(C.Publish("ring/%d" % ((i + 1) % n), b"x" * 32, 1, pid=k)))
-            for i, s in enumerate(socks):
-                seen = 0
-                while seen != 3:
-                    pkt = recv(i)
-                    if pkt.type == C.PUBACK:
-                        seen |= 1
-                    else:
-                        s.sendall(C.encode(C.Ack(C.PUBACK, pkt.pid)))
-                        seen |= 2
-        res["msgs_per_s"] = round(n * rounds / (time.monotonic() - t0))
-        res["ok"] = p.poll() is None
-    except (OSError, AssertionError) as e:
-        res["error"] = repr(e)
-    finally:
-        for s in socks:
-            s.close()
-        p.terminate()
-        p.wait(5)
-        os.unlink(conf.name)
+                s.sendall(C.encode(C.Subscribe(1, [("ring/%d" % i, 1)])))
+                assert recv(i).type == C.SUBACK
+            t0 = time.monotonic()
+            for k in range(1, rounds + 1):
+                for i, s in enumerate(socks):
+                    s.sendall(C.encode(C.Publish("ring/%d" % ((i + 1) % n), b"x" * 32, 1, pid=k)))
+                for i, s in enumerate(socks):
+                    seen = 0
+                    while seen != 3:
+                        pkt = recv(i)
+                        if pkt.type == C.PUBACK:
+                            seen |= 1
+                        else:
+                            s.sendall(C.encode(C.Ack(C.PUBACK, pkt.pid)))
+                            seen |= 2
+            res["msgs_per_s"] = round(n * rounds / (time.monotonic() - t0))
+            res["ok"] = p.poll() is None
+        except (OSError, AssertionError) as e:
+            res["error"] = repr(e)
+        finally:
+            for s in socks:
+                s.close()
     return res
 
 
