@@ -1,4 +1,5 @@
 # Test helper: one client connection into a sans-I/O Broker, through the real codec.
+import support
 from midge import codec as C
 
 
@@ -34,11 +35,11 @@ class Peer:
         return out
 
     def pubs(self):
-        return [p for p in self.recv() if p.type == C.PUBLISH]
+        return [p for p in self.recv() if p.type == support.PUBLISH]
 
     def sub(self, *filters, qos=0):
         self.send(C.Subscribe(1, [(f, qos) for f in filters]))
-        return [p for p in self.recv() if p.type != C.CONNACK]
+        return [p for p in self.recv() if p.type != support.CONNACK]
 
     @property
     def closed(self):
@@ -47,7 +48,7 @@ class Peer:
 
 def connack(peer):
     ps = peer.recv()
-    assert ps and ps[0].type == C.CONNACK, ps
+    assert ps and ps[0].type == support.CONNACK, ps
     peer.stash = ps[1:]
     return ps[0]
 

@@ -5,6 +5,11 @@ import sys
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
+# MQTT control packet types (3.1.1 section 2.2.1). The codec keeps its own as private
+# constants, folded into its bytecode, so the tests name them here.
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = range(1, 8)
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = range(8, 15)
+
 
 class Skip(Exception):
     pass

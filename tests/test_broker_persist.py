@@ -1,4 +1,5 @@
 # Broker persistence (journal file) on both runtimes: restore, held acks, corrupt file.
+import support
 from brokerpeer import Peer, connack
 from midge import broker_core, persist
 from midge import codec as C
@@ -17,7 +18,7 @@ def test_restart_restores_retained_sessions_and_queues():
     b = _broker(path, logs)
     s = Peer(b, "keep", clean_session=False)
     s.sub("p/#", qos=1)
-    s.send(C.Ack(C.DISCONNECT))
+    s.send(C.Ack(support.DISCONNECT))
     b.closed(s.c, 0)
     p = Peer(b, "pub", clean_session=False)
     connack(p)
@@ -25,7 +26,7 @@ def test_restart_restores_retained_sessions_and_queues():
     p.send(C.Publish("p/q", b"queued", 2, pid=2))
     assert p.recv() == []  # acks wait for the journal
     b.store.sync()
-    assert p.recv() == [C.Ack(C.PUBACK, 1), C.Ack(C.PUBREC, 2)]
+    assert p.recv() == [C.Ack(support.PUBACK, 1), C.Ack(support.PUBREC, 2)]
     b.store.close(0)
     b2 = _broker(path, logs)
     assert b2.retained["p/r"].payload == b"kept"
@@ -39,7 +40,7 @@ def test_restart_restores_retained_sessions_and_queues():
     p2 = Peer(b2, "pub", clean_session=False)
     connack(p2)
     p2.send(C.Publish("p/q", b"queued", 2, dup=True, pid=2))
-    assert p2.recv() == [C.Ack(C.PUBREC, 2)] and s2.pubs() == []
+    assert p2.recv() == [C.Ack(support.PUBREC, 2)] and s2.pubs() == []
     b2.store.close(0)
 
 

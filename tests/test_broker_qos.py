@@ -1,4 +1,5 @@
 # Broker core (sans-I/O, both runtimes): QoS 1/2 flows, retained messages, shared encodings.
+import support
 from brokerpeer import Peer, connack
 from midge import broker_core
 from midge import codec as C
@@ -12,7 +13,7 @@ def test_qos1_out_resent_with_dup_on_reconnect():
     s.sub("q", qos=1)
     p = Peer(b, "p")
     p.send(C.Publish("q", b"m1", 1, pid=9))
-    assert p.recv()[1] == C.Ack(C.PUBACK, 9)
+    assert p.recv()[1] == C.Ack(support.PUBACK, 9)
     m = s.pubs()[0]
     assert (m.qos, m.dup, m.payload) == (1, False, b"m1")
     b.closed(s.c, 10)  # gone without PUBACK
@@ -21,7 +22,7 @@ def test_qos1_out_resent_with_dup_on_reconnect():
     assert ack.session_present
     again = s2.pubs()
     assert len(again) == 1 and again[0].dup and again[0].pid == m.pid
-    s2.send(C.Ack(C.PUBACK, m.pid))
+    s2.send(C.Ack(support.PUBACK, m.pid))
     assert not s2.c.sess.inflight
 
 
@@ -34,14 +35,14 @@ def test_qos2_inbound_exactly_once():
     connack(p)
     pub = C.Publish("e", b"once", 2, pid=4)
     p.send(pub)
-    assert p.recv() == [C.Ack(C.PUBREC, 4)]
+    assert p.recv() == [C.Ack(support.PUBREC, 4)]
     dup = C.Publish("e", b"once", 2, dup=True, pid=4)
     p.send(dup)  # PUBREC lost: resent before PUBREL must not be routed again
-    assert p.recv() == [C.Ack(C.PUBREC, 4)]
+    assert p.recv() == [C.Ack(support.PUBREC, 4)]
     got = s.pubs()
     assert len(got) == 1
-    p.send(C.Ack(C.PUBREL, 4))
-    assert p.recv() == [C.Ack(C.PUBCOMP, 4)]
+    p.send(C.Ack(support.PUBREL, 4))
+    assert p.recv() == [C.Ack(support.PUBCOMP, 4)]
     p.send(pub)  # after PUBREL the id is free again: a new message
     assert len(s.pubs()) == 1
 
@@ -53,10 +54,10 @@ def test_qos2_outbound_flow():
     s.sub("f", qos=2)
     Peer(b, "p").send(C.Publish("f", b"x", 2, pid=1))
     m = s.pubs()[0]
-    s.send(C.Ack(C.PUBREC, m.pid))
-    assert s.recv() == [C.Ack(C.PUBREL, m.pid)]
+    s.send(C.Ack(support.PUBREC, m.pid))
+    assert s.recv() == [C.Ack(support.PUBREL, m.pid)]
     assert list(s.c.sess.inflight.items()) == [(m.pid, None)]
-    s.send(C.Ack(C.PUBCOMP, m.pid))
+    s.send(C.Ack(support.PUBCOMP, m.pid))
     assert not s.c.sess.inflight
 
 
@@ -71,7 +72,7 @@ def test_inflight_window_then_queue():
     got = s.pubs()
     assert [g.payload for g in got] == [b"0", b"1"]
     for g in got:
-        s.send(C.Ack(C.PUBACK, g.pid))
+        s.send(C.Ack(support.PUBACK, g.pid))
     assert [g.payload for g in s.pubs()] == [b"2", b"3"]
 
 
@@ -87,7 +88,7 @@ def test_retained_set_replace_clear():
     assert [(g.payload, g.retain) for g in got] == [(b"old", False), (b"new", False)]
     late = Peer(b, "late")
     acks = late.sub("r/+", qos=1)
-    assert acks[0].type == C.SUBACK
+    assert acks[0].type == support.SUBACK
     assert [(g.payload, g.retain, g.qos) for g in acks[1:]] == [(b"new", True, 0)]
     p.send(C.Publish("r/1", b"", 0, retain=True))
     assert Peer(b, "later").sub("r/+")[1:] == []
@@ -137,8 +138,8 @@ def _inflight_across_the_pid_wrap(b):
         (2, b"m4"),
         (3, b"m5"),
     ]
-    s.send(C.Ack(C.PUBREC, 65533))
-    assert s.recv() == [C.Ack(C.PUBREL, 65533)]
+    s.send(C.Ack(support.PUBREC, 65533))
+    assert s.recv() == [C.Ack(support.PUBREL, 65533)]
     b.closed(s.c, 0)
     p.send(C.Publish("o", b"m6", 2, pid=7))
     p.send(C.Publish("o", b"m7", 1, pid=8))
@@ -148,7 +149,7 @@ def _resumed_in_order(b):
     s2 = Peer(b, "s", clean_session=False)
     assert connack(s2).session_present
     got = s2.recv()
-    assert got[0] == C.Ack(C.PUBREL, 65533)  # m0 is past PUBREC: its PUBREL again
+    assert got[0] == C.Ack(support.PUBREL, 65533)  # m0 is past PUBREC: its PUBREL again
     assert [(g.payload, g.dup, g.qos) for g in got[1:]] == [
         (b"m1", True, 1),
         (b"m2", True, 2),
@@ -178,15 +179,15 @@ def test_acks_complete_only_the_matching_qos_and_state():
     p.send(C.Publish("two", b"2", 2, pid=2))
     one, two = s.pubs()
     fl = s.c.sess.inflight
-    s.send(C.Ack(C.PUBCOMP, one.pid))  # PUBCOMP for a QoS 1 message
-    s.send(C.Ack(C.PUBREC, one.pid))  # PUBREC for a QoS 1 message
-    s.send(C.Ack(C.PUBACK, two.pid))  # PUBACK for a QoS 2 message
-    s.send(C.Ack(C.PUBCOMP, two.pid))  # PUBCOMP before PUBREC
+    s.send(C.Ack(support.PUBCOMP, one.pid))  # PUBCOMP for a QoS 1 message
+    s.send(C.Ack(support.PUBREC, one.pid))  # PUBREC for a QoS 1 message
+    s.send(C.Ack(support.PUBACK, two.pid))  # PUBACK for a QoS 2 message
+    s.send(C.Ack(support.PUBCOMP, two.pid))  # PUBCOMP before PUBREC
     assert fl[one.pid] is not None and fl[two.pid] is not None and len(fl) == 2
-    s.send(C.Ack(C.PUBREC, two.pid))
+    s.send(C.Ack(support.PUBREC, two.pid))
     assert fl[two.pid] is None
-    s.send(C.Ack(C.PUBACK, two.pid))  # still not the right one
+    s.send(C.Ack(support.PUBACK, two.pid))  # still not the right one
     assert two.pid in fl
-    s.send(C.Ack(C.PUBCOMP, two.pid))
-    s.send(C.Ack(C.PUBACK, one.pid))
+    s.send(C.Ack(support.PUBCOMP, two.pid))
+    s.send(C.Ack(support.PUBACK, one.pid))
     assert len(fl) == 0

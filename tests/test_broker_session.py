@@ -1,4 +1,5 @@
 # Broker core (sans-I/O, both runtimes): wills, take-over, sessions, limits and malformed input.
+import support
 from brokerpeer import Peer, connack
 from midge import broker_core
 from midge import codec as C
@@ -13,11 +14,11 @@ def test_will_on_keepalive_expiry_at_1_5x():
     connack(d)
     b.tick(14000)
     assert not d.closed and w.pubs() == []
-    d.send(C.Ack(C.PINGREQ), 14000)
-    assert d.recv() == [C.Ack(C.PINGRESP)]
+    d.send(C.Ack(support.PINGREQ), 14000)
+    assert d.recv() == [C.Ack(support.PINGRESP)]
     b.tick(14000 + 15000)
     assert not d.closed
-    w.send(C.Ack(C.PINGREQ), 29000)
+    w.send(C.Ack(support.PINGREQ), 29000)
     b.tick(14000 + 15001)
     assert d.closed
     got = w.pubs()
@@ -30,7 +31,7 @@ def test_no_will_after_disconnect_but_after_protocol_error():
     w = Peer(b, "w")
     w.sub("will/#")
     d = Peer(b, "d", will_topic="will/d", will_payload=b"x")
-    d.send(C.Ack(C.DISCONNECT))
+    d.send(C.Ack(support.DISCONNECT))
     b.closed(d.c, 0)
     assert w.pubs() == []
     e = Peer(b, "e", will_topic="will/e", will_payload=b"y")
@@ -58,7 +59,7 @@ def test_persistent_session_queue_bounded_and_drops_in_sys():
     b = broker_core.Broker({"max_queued_messages": 3, "max_queued_bytes": 10, "sys_interval": 0})
     s = Peer(b, "s", clean_session=False)
     s.sub("o/#", qos=1)
-    s.send(C.Ack(C.DISCONNECT))
+    s.send(C.Ack(support.DISCONNECT))
     b.closed(s.c, 0)
     p = Peer(b, "p")
     for i in range(5):

@@ -1,6 +1,7 @@
 # Broker core timing across a 32-bit board's tick wrap (period 2**30 ms), on both runtimes:
 # the core is given a board's ticks_add/ticks_diff (brokerpeer.board_clock), which refuse the
 # out-of-range values a raw `now + delay` makes near the wrap.
+import support
 from brokerpeer import BOARD_PERIOD, Peer, board_clock, board_ticks_add
 from midge import broker_core
 from midge import codec as C
@@ -19,8 +20,8 @@ def test_keepalive_and_sys_interval_across_the_tick_wrap():
         for t in range(0, 61000, 1000):
             now = board_ticks_add(t0, t)
             if t % 5000 == 0:
-                live.send(C.Simple(C.PINGREQ), now)
-                mon.send(C.Simple(C.PINGREQ), now)
+                live.send(C.Simple(support.PINGREQ), now)
+                mon.send(C.Simple(support.PINGREQ), now)
             b.tick(now)
             if idle.closed and closed_at is None:
                 closed_at = t

@@ -1,5 +1,6 @@
 # The sans-I/O client session on its own: real encoded packets in, packets and bytes out,
 # time passed in. Runs on CPython and MicroPython.
+import support
 from midge import codec
 from midge.client_core import CONNECTED, MQTTException, Session
 from support import raises
@@ -44,7 +45,7 @@ def test_connect_packet_and_connack():
     s.begin(0)
     (c,) = sent(s)
     assert c == codec.Connect("dev1", False, 30, "u", b"pw", "status/dev1", b"offline", 1, True)
-    assert feed(s, codec.Connack(False, 0)) == [(codec.CONNACK, None)]
+    assert feed(s, codec.Connack(False, 0)) == [(support.CONNACK, None)]
     assert s.state == CONNECTED
 
 
@@ -82,20 +83,20 @@ def test_bad_input_is_a_clear_error():
 def test_qos2_received_exactly_once():
     s = online()
     p = codec.Publish("t", b"m", 2, pid=7)
-    assert feed(s, p) == [(codec.PUBLISH, 7)]
-    assert sent(s) == [codec.Ack(codec.PUBREC, 7)]
+    assert feed(s, p) == [(support.PUBLISH, 7)]
+    assert sent(s) == [codec.Ack(support.PUBREC, 7)]
     p.dup = True
     assert feed(s, p) == []  # duplicate: answered, not delivered
-    assert sent(s) == [codec.Ack(codec.PUBREC, 7)]
-    assert feed(s, codec.Ack(codec.PUBREL, 7)) == []
-    assert sent(s) == [codec.Ack(codec.PUBCOMP, 7)]
-    assert feed(s, codec.Publish("t", b"n", 2, pid=7)) == [(codec.PUBLISH, 7)]  # a new one
+    assert sent(s) == [codec.Ack(support.PUBREC, 7)]
+    assert feed(s, codec.Ack(support.PUBREL, 7)) == []
+    assert sent(s) == [codec.Ack(support.PUBCOMP, 7)]
+    assert feed(s, codec.Publish("t", b"n", 2, pid=7)) == [(support.PUBLISH, 7)]  # a new one
 
 
 def test_qos1_received_is_acked():
     s = online()
-    assert feed(s, codec.Publish("t", b"m", 1, pid=9)) == [(codec.PUBLISH, 9)]
-    assert sent(s) == [codec.Ack(codec.PUBACK, 9)]
+    assert feed(s, codec.Publish("t", b"m", 1, pid=9)) == [(support.PUBLISH, 9)]
+    assert sent(s) == [codec.Ack(support.PUBACK, 9)]
 
 
 def test_inflight_window_keeps_order():
@@ -103,10 +104,10 @@ def test_inflight_window_keeps_order():
     pids = [s.put("t", b"%d" % i, 1) for i in range(5)]
     out = sent(s)
     assert [p.pid for p in out] == pids[:2]
-    assert feed(s, codec.Ack(codec.PUBACK, pids[1])) == [(codec.PUBACK, pids[1])]
+    assert feed(s, codec.Ack(support.PUBACK, pids[1])) == [(support.PUBACK, pids[1])]
     assert [p.pid for p in sent(s)] == [pids[2]]
     assert s.pending(pids[0]) and not s.pending(pids[1])
-    feed(s, codec.Ack(codec.PUBACK, pids[0]))
+    feed(s, codec.Ack(support.PUBACK, pids[0]))
     assert [p.payload for p in sent(s)] == [b"3"]
     assert s.queued() == 3
 
@@ -116,10 +117,10 @@ def test_qos2_outgoing_flow():
     pid = s.put("t", b"x", 2)
     (p,) = sent(s)
     assert p.qos == 2 and p.pid == pid and not p.dup
-    assert feed(s, codec.Ack(codec.PUBREC, pid)) == []
-    assert sent(s) == [codec.Ack(codec.PUBREL, pid)]
+    assert feed(s, codec.Ack(support.PUBREC, pid)) == []
+    assert sent(s) == [codec.Ack(support.PUBREL, pid)]
     assert s.pending(pid)
-    assert feed(s, codec.Ack(codec.PUBCOMP, pid)) == [(codec.PUBCOMP, pid)]
+    assert feed(s, codec.Ack(support.PUBCOMP, pid)) == [(support.PUBCOMP, pid)]
     assert not s.pending(pid)
 
 
@@ -129,7 +130,7 @@ def test_retransmit_in_order_with_dup_after_reconnect():
     b = s.put("t", b"b", 2)
     c = s.put("t", b"c", 1)
     sent(s)
-    feed(s, codec.Ack(codec.PUBREC, b))
+    feed(s, codec.Ack(support.PUBREC, b))
     sent(s)
     s.lost(100)
     assert s.state != CONNECTED
@@ -139,10 +140,10 @@ def test_retransmit_in_order_with_dup_after_reconnect():
     feed(s, codec.Connack(True, 0))
     out = sent(s)
     assert [(p.type, p.pid) for p in out] == [
-        (codec.PUBLISH, a),
-        (codec.PUBREL, b),
-        (codec.PUBLISH, c),
-        (codec.PUBLISH, d),
+        (support.PUBLISH, a),
+        (support.PUBREL, b),
+        (support.PUBLISH, c),
+        (support.PUBLISH, d),
     ]
     assert out[0].dup and out[2].dup and not out[3].dup
 
@@ -164,7 +165,7 @@ def test_resubscribe_only_when_session_lost():
     sent(s)
     feed(s, codec.Connack(True, 0))
     out = sent(s)
-    assert [p.type for p in out] == [codec.SUBSCRIBE, codec.UNSUBSCRIBE]
+    assert [p.type for p in out] == [support.SUBSCRIBE, support.UNSUBSCRIBE]
     assert out[0].topics == [("c", 2)] and out[1].filters == ["b/+"]
     s.lost(0)
     s.begin(0)
@@ -338,10 +339,10 @@ def test_subscribe_ids_stay_reserved_until_acked():
     pids = [s.put("t", b"%d" % i, 1) for i in range(3)]
     assert sp not in pids and up not in pids, (sp, up, pids)  # MQTT-2.3.1-2
     for p in sent(s):
-        feed(s, codec.Ack(codec.PUBACK, p.pid))
-    assert feed(s, codec.Suback(sp, [1]), codec.Ack(codec.UNSUBACK, up)) == [
-        (codec.SUBACK, sp),
-        (codec.UNSUBACK, up),
+        feed(s, codec.Ack(support.PUBACK, p.pid))
+    assert feed(s, codec.Suback(sp, [1]), codec.Ack(support.UNSUBACK, up)) == [
+        (support.SUBACK, sp),
+        (support.UNSUBACK, up),
     ]
     s._lastpid = sp - 1
     assert [s.put("t", b"x", 1), s.put("t", b"y", 2)] == [sp, up]  # free again once acked
@@ -353,6 +354,6 @@ def test_subscribe_ids_stay_reserved_until_acked():
     sent(s)
     feed(s, codec.Connack(False, 0))
     sub = sent(s)[0]
-    assert sub.type == codec.SUBSCRIBE
+    assert sub.type == support.SUBSCRIBE
     s._lastpid = sub.pid - 1
     assert s.put("t", b"z", 1) != sub.pid

@@ -1,6 +1,7 @@
 # Malformed input: every case must raise codec.MQTTError with a reason, and for CONNECT the
 # CONNACK return code to send (or None = just close). Bytes are written by hand from the OASIS
 # standard mqtt-v3.1.1-os; the section each case breaks is named next to it.
+import support
 from midge import codec
 from support import MICROPYTHON, raises, skip
 
@@ -376,7 +377,7 @@ def test_packets_before_a_malformed_one_are_delivered():
     d = codec.Decoder()
     d.receive_data(b"\x40\x02\x00\x07" + b"\x36\x07" + AB + b"\x00\x01")
     p = d.next_packet()
-    assert p.type == codec.PUBACK and p.pid == 7
+    assert p.type == support.PUBACK and p.pid == 7
     raises(codec.MQTTError, d.next_packet)
 
 
@@ -388,7 +389,7 @@ def test_encoder_refuses_what_the_decoder_would_reject():
     raises(ValueError, codec.encode_publish, buf, "a/b", b"", 3, False, False, 1)  # [3.3.1.2]
     raises(ValueError, codec.encode_publish, buf, "a/b", b"", 1, False, False, 0)  # [2.3.1]
     raises(ValueError, codec.encode_publish, buf, "a/b", b"", 1, False, False, 65536)
-    raises(ValueError, codec.encode_ack, buf, codec.PUBACK, 0)  # [2.3.1]
+    raises(ValueError, codec.encode_ack, buf, support.PUBACK, 0)  # [2.3.1]
     raises(ValueError, codec.encode, codec.Subscribe(0, [("a", 0)]))  # [MQTT-2.3.1-1]
     raises(ValueError, codec.encode, codec.Connect("c", password=b"pw"))  # [MQTT-3.1.2-22]
 

@@ -2,6 +2,7 @@
 # random bytes, fed to the Decoder in random chunks. Only codec.MQTTError may come out, and the
 # decoder must finish every stream (a bounded loop: it can never spin on the same bytes).
 # Deterministic: a small xorshift generator, so MicroPython and CPython see the same streams.
+import support
 from midge import codec
 
 SEEDS = [
@@ -10,11 +11,11 @@ SEEDS = [
     codec.encode(codec.Connack(True, 0)),
     codec.encode(codec.Publish("sensors/drone01/altitude", b"100 feet", 1, False, False, 7)),
     codec.encode(codec.Publish("a/\u00e9/\u20ac", b"", 2, True, True, 65535)),
-    codec.encode(codec.Ack(codec.PUBREL, 3)),
+    codec.encode(codec.Ack(support.PUBREL, 3)),
     codec.encode(codec.Subscribe(9, [("sensors/+/altitude", 1), ("#", 2)])),
     codec.encode(codec.Suback(9, [1, 0x80])),
     codec.encode(codec.Unsubscribe(4, ["a/#", "b"])),
-    codec.encode(codec.Ack(codec.UNSUBACK, 4)),
+    codec.encode(codec.Ack(support.UNSUBACK, 4)),
     codec.PINGREQ_BYTES + codec.PINGRESP_BYTES + codec.DISCONNECT_BYTES,
 ]
 

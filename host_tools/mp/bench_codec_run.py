@@ -64,7 +64,7 @@ def enc_q1():
 
 
 def enc_ack():
-    codec.encode_ack(buf, codec.PUBACK, 7)
+    codec.encode_ack(buf, 4, 7)  # PUBACK
 
 
 dec_copy = codec.Decoder(copy=True)

@@ -4,6 +4,20 @@
 from midge import codec, topics
 from midge.broker_core import Core
 from midge.broker_sess import INFO, WARN, Msg, Session
+from midge.compat import const
+
+# MQTT packet types, folded into the bytecode (3.1.1 section 2.2.1)
+_CONNECT = const(1)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBSCRIBE = const(8)
+_UNSUBSCRIBE = const(10)
+_UNSUBACK = const(11)
+_PINGREQ = const(12)
+_DISCONNECT = const(14)
 
 
 class Broker(Core):
@@ -30,41 +44,41 @@ class Broker(Core):
         t = p.type
         s = c.sess
         if s is None:
-            if t != codec.CONNECT:
+            if t != _CONNECT:
                 raise codec.MQTTError("first packet is not CONNECT", None)
             self._connect(c, p, now)
             return
-        if t == codec.PUBLISH:
+        if t == _PUBLISH:
             self._on_publish(c, s, p, now)
-        elif t == codec.PUBACK or t == codec.PUBCOMP:
+        elif t == _PUBACK or t == _PUBCOMP:
             # PUBACK completes a QoS 1 message, PUBCOMP a QoS 2 one past PUBREC; else ignored
             e = s.inflight.get(p.pid, 0)
-            if (e is None) if t == codec.PUBCOMP else (e and e[1] & 3 == 1):
+            if (e is None) if t == _PUBCOMP else (e and e[1] & 3 == 1):
                 del s.inflight[p.pid]
                 self._changed(s)
                 self._drain(s)
-        elif t == codec.PUBREC:
+        elif t == _PUBREC:
             e = s.inflight.get(p.pid)
             if e is not None and e[1] & 3 == 2:
                 s.inflight[p.pid] = None
                 self._changed(s)
-            self._send(c, codec.encode(codec.Ack(codec.PUBREL, p.pid)))
-        elif t == codec.PUBREL:
+            self._send(c, codec.encode(codec.Ack(_PUBREL, p.pid)))
+        elif t == _PUBREL:
             if s.rx2 and p.pid in s.rx2:
                 s.rx2.discard(p.pid)
                 self._changed(s)
-            self._send(c, codec.encode(codec.Ack(codec.PUBCOMP, p.pid)))
-        elif t == codec.SUBSCRIBE:
+            self._send(c, codec.encode(codec.Ack(_PUBCOMP, p.pid)))
+        elif t == _SUBSCRIBE:
             self._subscribe(c, s, p)
-        elif t == codec.UNSUBSCRIBE:
+        elif t == _UNSUBSCRIBE:
             for f in p.filters:
                 if s.subs.pop(f, None) is not None:
                     self.index.remove(f, s)
             self._changed(s)
-            self._send(c, codec.encode(codec.Ack(codec.UNSUBACK, p.pid)))
-        elif t == codec.PINGREQ:
+            self._send(c, codec.encode(codec.Ack(_UNSUBACK, p.pid)))
+        elif t == _PINGREQ:
             self._send(c, codec.PINGRESP_BYTES)
-        elif t == codec.DISCONNECT:
+        elif t == _DISCONNECT:
             c.will = None
             self._close(c, "DISCONNECT", now, False, INFO)
         else:
@@ -137,7 +151,7 @@ class Broker(Core):
         """Reconnected persistent session: resend what is in flight (DUP), then the queue."""
         for pid, e in s.inflight.items():
             if e is None:
-                self._send(c, codec.encode(codec.Ack(codec.PUBREL, pid)))
+                self._send(c, codec.encode(codec.Ack(_PUBREL, pid)))
             else:
                 m, f = e
                 q = f & 3

@@ -77,7 +77,7 @@ class Conn:
     def __init__(self, peer, local, now, max_packet):
         self.peer = peer  # the driver's address object: formatted only for a log line
         self.local = local  # peer is on loopback
-        self.dec = codec.Decoder(max_packet or codec.MAX_PACKET, True, 64)
+        self.dec = codec.Decoder(max_packet, True, 64)
         self.out = []
         self.sess = None
         self.user = None

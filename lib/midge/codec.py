@@ -6,24 +6,24 @@
 # Every malformed input raises MQTTError; nothing else escapes from decoding.
 from midge.compat import const
 
-CONNECT = const(1)
-CONNACK = const(2)
-PUBLISH = const(3)
-PUBACK = const(4)
-PUBREC = const(5)
-PUBREL = const(6)
-PUBCOMP = const(7)
-SUBSCRIBE = const(8)
-SUBACK = const(9)
-UNSUBSCRIBE = const(10)
-UNSUBACK = const(11)
-PINGREQ = const(12)
-PINGRESP = const(13)
-DISCONNECT = const(14)
+_CONNECT = const(1)
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBSCRIBE = const(8)
+_SUBACK = const(9)
+_UNSUBSCRIBE = const(10)
+_UNSUBACK = const(11)
+_PINGREQ = const(12)
+_PINGRESP = const(13)
+_DISCONNECT = const(14)
 
 # Largest remaining length the 4-byte varint can carry, and so the largest packet.
 _MAX_REMAINING = const(268435455)
-MAX_PACKET = const(268435460)
+_MAX_PACKET = const(268435460)
 _REFUSED_PROTOCOL = const(1)  # CONNACK code for an unsupported protocol level
 
 PINGREQ_BYTES = b"\xc0\x00"
@@ -66,7 +66,7 @@ class Packet:
 
 
 class Connect(Packet):
-    type = CONNECT
+    type = _CONNECT
 
     def __init__(
         self,
@@ -94,7 +94,7 @@ class Connect(Packet):
 
 
 class Connack(Packet):
-    type = CONNACK
+    type = _CONNACK
 
     def __init__(self, session_present=False, return_code=0):
         self.session_present = session_present
@@ -102,7 +102,7 @@ class Connack(Packet):
 
 
 class Publish(Packet):
-    type = PUBLISH
+    type = _PUBLISH
 
     def __init__(self, topic, payload=b"", qos=0, retain=False, dup=False, pid=0):
         self.topic = topic
@@ -123,7 +123,7 @@ class Ack(Packet):
 
 
 class Subscribe(Packet):
-    type = SUBSCRIBE
+    type = _SUBSCRIBE
 
     def __init__(self, pid, topics):
         self.pid = pid
@@ -131,7 +131,7 @@ class Subscribe(Packet):
 
 
 class Suback(Packet):
-    type = SUBACK
+    type = _SUBACK
 
     def __init__(self, pid, codes):
         self.pid = pid
@@ -139,7 +139,7 @@ class Suback(Packet):
 
 
 class Unsubscribe(Packet):
-    type = UNSUBSCRIBE
+    type = _UNSUBSCRIBE
 
     def __init__(self, pid, filters):
         self.pid = pid
@@ -147,9 +147,9 @@ class Unsubscribe(Packet):
 
 
 Simple = Ack
-PINGREQ_PKT = Simple(PINGREQ)
-PINGRESP_PKT = Simple(PINGRESP)
-DISCONNECT_PKT = Simple(DISCONNECT)
+PINGREQ_PKT = Simple(_PINGREQ)
+PINGRESP_PKT = Simple(_PINGRESP)
+DISCONNECT_PKT = Simple(_DISCONNECT)
 _SIMPLE = (PINGREQ_PKT, PINGRESP_PKT, DISCONNECT_PKT)
 
 
@@ -227,7 +227,7 @@ def encode_ack(buf, type, pid):
     """PUBACK, PUBREC, PUBREL (flags 0b0010 added), PUBCOMP or UNSUBACK."""
     if not pid:
         raise ValueError("packet identifier 0")
-    return _u16(buf, _header(buf, (type << 4) | (2 if type == PUBREL else 0), 2), pid)
+    return _u16(buf, _header(buf, (type << 4) | (2 if type == _PUBREL else 0), 2), pid)
 
 
 def encode_connack(buf, session_present, return_code):
@@ -237,74 +237,73 @@ def encode_connack(buf, session_present, return_code):
     return 4
 
 
-def _n16(v):
-    b = bytearray(2)
-    _u16(b, 0, v)
-    return bytes(b)
+def _w16(out, v):
+    out += b"\0\0"
+    _u16(out, len(out) - 2, v)
 
 
-def _fld(s):
-    """A two-byte length and the bytes, as new bytes (for packets off the hot path)."""
+def _fld(out, s):
+    """Append a two-byte length and the bytes of s."""
     s = _b(s)
-    return _n16(len(s)) + s
+    _w16(out, len(s))
+    out += s
 
 
-def _parts(p):
-    """(first byte, body parts) of any packet object: the slow, general encoder."""
+def encode(p):
+    """Encode any packet object into new bytes: the slow, general encoder, for packets off
+    the hot path (encode_publish, encode_ack and encode_connack write into a buffer)."""
     t = p.type
-    if t == PUBLISH:
-        parts = [_fld(p.topic), _b(p.payload)]
+    b0 = t << 4
+    out = bytearray()
+    if t == _PUBLISH:
+        b0 |= p.qos << 1 | (8 if p.dup else 0) | (1 if p.retain else 0)
+        _fld(out, p.topic)
         if p.qos:
-            parts.insert(1, _n16(p.pid))
-        return 0x30 | p.qos << 1 | (8 if p.dup else 0) | (1 if p.retain else 0), parts
-    if t == CONNACK:
-        return 0x20, [bytes((1 if p.session_present else 0, p.return_code))]
-    if t == CONNECT:
+            _w16(out, p.pid)
+        out += _b(p.payload)
+    elif t == _CONNACK:
+        out.append(1 if p.session_present else 0)
+        out.append(p.return_code)
+    elif t == _CONNECT:
         flags = 2 if p.clean_session else 0
-        parts = [_fld(b"MQIsdp" if p.proto_level == 3 else b"MQTT"), None, _fld(p.client_id)]
         if p.will_topic is not None:
             flags |= 4 | p.will_qos << 3 | (32 if p.will_retain else 0)
-            parts += [_fld(p.will_topic), _fld(p.will_payload or b"")]
         if p.username is not None:
             flags |= 128
-            parts.append(_fld(p.username))
         if p.password is not None:
             if p.username is None:
                 raise ValueError("password without username")
             flags |= 64
-            parts.append(_fld(p.password))
-        parts[1] = bytes((p.proto_level, flags)) + _n16(p.keepalive)
-        return 0x10, parts
-    if t >= PINGREQ:
-        return t << 4, ()
-    if not p.pid:
-        raise ValueError("packet identifier 0")
-    parts = [_n16(p.pid)]
-    if t == SUBACK:
-        parts.append(bytes(p.codes))
-    elif t == SUBSCRIBE:
-        for f, q in p.topics:
-            parts += [_fld(f), bytes((q,))]
-    elif t == UNSUBSCRIBE:
-        parts += [_fld(f) for f in p.filters]
-    return t << 4 | (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0), parts
-
-
-def encode_into(buf, p):
-    """Write any packet object into buf; return its length."""
-    b0, parts = _parts(p)
-    i = _header(buf, b0, sum(len(x) for x in parts))
-    for x in parts:
-        buf[i : i + len(x)] = x
-        i += len(x)
-    return i
-
-
-def encode(p):
-    """Encode any packet object into new bytes (allocates; for non-hot paths)."""
-    rl = sum(len(x) for x in _parts(p)[1])
-    buf = bytearray(1 + _rl_size(rl) + rl)
-    encode_into(buf, p)
+        _fld(out, b"MQIsdp" if p.proto_level == 3 else b"MQTT")
+        out.append(p.proto_level)
+        out.append(flags)
+        _w16(out, p.keepalive)
+        _fld(out, p.client_id)
+        if flags & 4:
+            _fld(out, p.will_topic)
+            _fld(out, p.will_payload or b"")
+        if flags & 128:
+            _fld(out, p.username)
+        if flags & 64:
+            _fld(out, p.password)
+    elif t < _PINGREQ:
+        if not p.pid:
+            raise ValueError("packet identifier 0")
+        _w16(out, p.pid)
+        if t == _SUBACK:
+            out += bytes(p.codes)
+        elif t == _SUBSCRIBE:
+            for f, q in p.topics:
+                _fld(out, f)
+                out.append(q)
+        elif t == _UNSUBSCRIBE:
+            for f in p.filters:
+                _fld(out, f)
+        if t in (_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE):
+            b0 |= 2
+    n = len(out)
+    buf = bytearray(1 + _rl_size(n) + n)
+    buf[_header(buf, b0, n) :] = out
     return bytes(buf)
 
 
@@ -331,13 +330,13 @@ class Decoder:
     next whole packet object or None. max_packet bounds a whole packet (fixed header
     included); it is checked as soon as the fixed header is in, before the body is buffered.
     With copy=False a PUBLISH payload is a memoryview into the decoder's buffer, and with
-    reuse=True PUBLISH and PUBACK/PUBREC/PUBREL/PUBCOMP are one object each, refilled by
+    reuse=True PUBLISH and PUBACK/_PUBREC/_PUBREL/_PUBCOMP are one object each, refilled by
     every decode: both are valid until the next call into the decoder, and save allocations on
     hot paths that consume each packet at once. After an MQTTError the decoder stays failed.
     """
 
-    def __init__(self, max_packet=MAX_PACKET, copy=True, bufsize=256, reuse=False):
-        self.max_packet = max_packet
+    def __init__(self, max_packet=_MAX_PACKET, copy=True, bufsize=256, reuse=False):
+        self.max_packet = max_packet or _MAX_PACKET
         self.copy = copy
         # Few attributes: a broker holds one decoder per client.
         self._reuse = (Publish(""), Ack(0)) if reuse else None
@@ -459,7 +458,7 @@ class Decoder:
         t = b0 >> 4
         flags = b0 & 15
         b = self._buf
-        if t == PUBLISH:
+        if t == _PUBLISH:
             qos = (flags >> 1) & 3
             if qos == 3 or flags & 8 and not qos:
                 raise MQTTError("PUBLISH flags 0x%x" % flags)
@@ -481,28 +480,24 @@ class Decoder:
             if self.copy:
                 payload = bytes(payload)
             p = self._reuse
-            if p is None:
-                return Publish(topic, payload, qos, flags & 1 > 0, flags & 8 > 0, pid)
-            p = p[0]
+            p = Publish(topic) if p is None else p[0]
             p.__init__(topic, payload, qos, flags & 1 > 0, flags & 8 > 0, pid)
             return p
         rl = end - i
-        if t in (0, 15) or flags != (2 if t in (PUBREL, SUBSCRIBE, UNSUBSCRIBE) else 0):
+        if t in (0, 15) or flags != (2 if t in (_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE) else 0):
             raise MQTTError("packet type %d flags 0x%x" % (t, flags))
-        if t == CONNECT:
+        if t == _CONNECT:
             return self._connect(i, end)
-        if t >= PINGREQ:
+        if t >= _PINGREQ:
             if rl:
                 raise MQTTError("packet type %d with a body" % t)
-            return _SIMPLE[t - PINGREQ]
-        if t <= PUBCOMP or t == UNSUBACK:  # CONNACK and the acks: exactly 2 bytes
+            return _SIMPLE[t - _PINGREQ]
+        if t <= _PUBCOMP or t == _UNSUBACK:  # CONNACK and the acks: exactly 2 bytes
             if rl != 2:
                 raise MQTTError("packet type %d of length %d" % (t, rl))
-            if t != CONNACK:
-                a = self._reuse
-                if a is None or t == UNSUBACK:  # reuse is for the publish flow's hot path
-                    return Ack(t, self._pid(i, end))
-                a = a[1]
+            if t != _CONNACK:
+                a = self._reuse  # for the publish flow's hot path
+                a = Ack(t) if a is None or t == _UNSUBACK else a[1]
                 a.__init__(t, self._pid(i, end))
                 return a
             sp, rc = b[i], b[i + 1]
@@ -513,7 +508,7 @@ class Decoder:
         i += 2
         items = []
         while i < end:
-            if t == SUBACK:
+            if t == _SUBACK:
                 f = b[i]
                 if f > 2 and f != 0x80:
                     raise MQTTError("SUBACK code 0x%x" % f)
@@ -522,7 +517,7 @@ class Decoder:
                 f, i = self._str(i, end)
                 if not f:
                     raise MQTTError("empty topic filter")
-                if t == SUBSCRIBE:
+                if t == _SUBSCRIBE:
                     if i >= end or b[i] > 2:
                         raise MQTTError("bad requested QoS")
                     f = (f, b[i])
@@ -530,7 +525,9 @@ class Decoder:
             items.append(f)
         if not items:
             raise MQTTError("packet type %d with no payload" % t)
-        return (Suback if t == SUBACK else Subscribe if t == SUBSCRIBE else Unsubscribe)(pid, items)
+        return (Suback if t == _SUBACK else Subscribe if t == _SUBSCRIBE else Unsubscribe)(
+            pid, items
+        )
 
     def _connect(self, i, end):
         b = self._buf
@@ -567,13 +564,3 @@ class Decoder:
         if i != end:
             raise MQTTError("bytes after the CONNECT payload")
         return Connect(cid, flags & 2 > 0, keepalive, user, pw, wt, wp, wqos, flags & 32 > 0, level)
-
-
-def decode(data, copy=True):
-    """Decode exactly one whole packet from bytes (tests and tools)."""
-    d = Decoder(copy=copy)
-    d.receive_data(data)
-    p = d.next_packet()
-    if p is None or d.pending():
-        raise MQTTError("not exactly one packet")
-    return p

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import support
 from brokerproc import ROOT, Broker, Raw, assert_clean, available
 from test_broker_peers import Paho
 
@@ -215,12 +216,12 @@ def test_every_config_key_from_a_file(runtime, tmp_path):
         # max_inflight_messages 2: slow gets 2 and no more until it acks
         for i in range(10):
             pub.send(C.Publish("lim/a", b"%d" % i, 1, pid=i + 1))
-            assert pub.recv() == C.Ack(C.PUBACK, i + 1)
+            assert pub.recv() == C.Ack(support.PUBACK, i + 1)
         got = [slow.recv(), slow.recv()]
         assert [p.payload for p in got] == [b"0", b"1"]
         with pytest.raises(TimeoutError):
             slow.recv(timeout=0.3)
-        slow.send(C.Ack(C.PUBACK, got[0].pid))
+        slow.send(C.Ack(support.PUBACK, got[0].pid))
         assert slow.recv().payload == b"2"  # from the queue
         # max_queued_messages 3: 2 in flight + 3 queued kept, the other 5 dropped and counted
         _sys_reaches(mon, "messages/dropped", 5)
@@ -233,13 +234,13 @@ def test_every_config_key_from_a_file(runtime, tmp_path):
         _bye(b, qb, "qbytes")
         for i in range(4):
             pub.send(C.Publish("qb/x", bytes([65 + i]) * 400, 1, pid=20 + i))
-            assert pub.recv() == C.Ack(C.PUBACK, 20 + i)
+            assert pub.recv() == C.Ack(support.PUBACK, 20 + i)
         qb = Raw(p1)
         assert qb.connect("qbytes", clean_session=False).session_present
         for want in (b"A" * 400, b"B" * 400):
             m = qb.recv()
             assert m.payload == want
-            qb.send(C.Ack(C.PUBACK, m.pid))
+            qb.send(C.Ack(support.PUBACK, m.pid))
         with pytest.raises(TimeoutError):
             qb.recv(timeout=0.3)
         _sys_reaches(mon, "messages/dropped", 7)

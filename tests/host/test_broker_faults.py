@@ -7,6 +7,7 @@ import struct
 import time
 
 import pytest
+import support
 from brokerproc import Broker, Raw, assert_clean, available
 from test_broker_peers import Paho
 
@@ -33,21 +34,21 @@ def test_qos2_publish_and_pubrel_resent_after_reconnect(broker):
     p.c.publish("q2r/b", b"second", 2).wait_for_publish(5)
     m1, m2 = r.recv(), r.recv()
     assert (m1.payload, m1.qos, m2.payload) == (b"first", 2, b"second")
-    r.send(C.Ack(C.PUBREC, m1.pid))  # first: PUBREC'd; second: not even that
-    assert r.recv() == C.Ack(C.PUBREL, m1.pid)
+    r.send(C.Ack(support.PUBREC, m1.pid))  # first: PUBREC'd; second: not even that
+    assert r.recv() == C.Ack(support.PUBREL, m1.pid)
     r.close()  # the link drops before PUBCOMP
     r = Raw(broker.port)
     assert r.connect("q2-sub", clean_session=False).session_present
     got = [r.recv(), r.recv()]
     # [MQTT-4.4.0-1]: unacknowledged PUBLISH resent with DUP, and the PUBREL resent
-    assert C.Ack(C.PUBREL, m1.pid) in got
-    again = [x for x in got if x.type == C.PUBLISH]
+    assert C.Ack(support.PUBREL, m1.pid) in got
+    again = [x for x in got if x.type == support.PUBLISH]
     assert len(again) == 1 and again[0].pid == m2.pid and again[0].dup
     assert again[0].payload == b"second"
-    r.send(C.Ack(C.PUBCOMP, m1.pid))
-    r.send(C.Ack(C.PUBREC, m2.pid))
-    assert r.recv() == C.Ack(C.PUBREL, m2.pid)
-    r.send(C.Ack(C.PUBCOMP, m2.pid))
+    r.send(C.Ack(support.PUBCOMP, m1.pid))
+    r.send(C.Ack(support.PUBREC, m2.pid))
+    assert r.recv() == C.Ack(support.PUBREL, m2.pid)
+    r.send(C.Ack(support.PUBCOMP, m2.pid))
     with pytest.raises(TimeoutError):  # both done: nothing is sent a third time
         r.recv(timeout=0.3)
     r.send(C.DISCONNECT_PKT)
@@ -141,10 +142,10 @@ def test_slow_reader_does_not_stall_others_and_its_drops_are_counted(broker):
             ok.send(C.Publish("ok/ping", b"%d" % i, 1, pid=1))
             got = [ok.recv(), ok.recv()]
             kinds = sorted(p.type for p in got)
-            assert kinds == [C.PUBLISH, C.PUBACK], got
+            assert kinds == [support.PUBLISH, support.PUBACK], got
             for p in got:
-                if p.type == C.PUBLISH:
-                    ok.send(C.Ack(C.PUBACK, p.pid))
+                if p.type == support.PUBLISH:
+                    ok.send(C.Ack(support.PUBACK, p.pid))
             worst = max(worst, time.monotonic() - t)
     assert worst < 2.0, worst  # the other clients' round trips go on
     mon = Paho(broker.port)

@@ -11,6 +11,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+import support
 from midge import codec
 
 TOPIC = "sensors/drone01/altitude"
@@ -69,7 +70,7 @@ class MidgeListener:
                     if p is None:
                         break
                     self.got.append(p)
-                    if p.type == codec.DISCONNECT:
+                    if p.type == support.DISCONNECT:
                         return
                     for reply in self._answer(p):
                         conn.sendall(codec.encode(reply))
@@ -80,28 +81,28 @@ class MidgeListener:
     def _answer(self, p):
         c = codec
         t = p.type
-        if t == c.CONNECT:
+        if t == support.CONNECT:
             return [c.Connack(False, 0)]
-        if t == c.SUBSCRIBE:
+        if t == support.SUBSCRIBE:
             return [
                 c.Suback(p.pid, [q for _, q in p.topics]),
                 c.Publish(TOPIC, b"110 feet", 0),
                 c.Publish(TOPIC, b"120 feet", 1, False, False, 41),
                 c.Publish(TOPIC, b"130 feet", 2, True, False, 42),
             ]
-        if t == c.PUBREC:  # paho received our QoS 2 PUBLISH
-            return [c.Ack(c.PUBREL, p.pid)]
-        if t == c.PUBLISH and p.qos == 1:
-            return [c.Ack(c.PUBACK, p.pid)]
-        if t == c.PUBLISH and p.qos == 2:
-            return [c.Ack(c.PUBREC, p.pid)]
-        if t == c.PUBREL:
-            return [c.Ack(c.PUBCOMP, p.pid)]
-        if t == c.UNSUBSCRIBE:
-            return [c.Ack(c.UNSUBACK, p.pid)]
-        if t == c.PINGREQ:
+        if t == support.PUBREC:  # paho received our QoS 2 PUBLISH
+            return [c.Ack(support.PUBREL, p.pid)]
+        if t == support.PUBLISH and p.qos == 1:
+            return [c.Ack(support.PUBACK, p.pid)]
+        if t == support.PUBLISH and p.qos == 2:
+            return [c.Ack(support.PUBREC, p.pid)]
+        if t == support.PUBREL:
+            return [c.Ack(support.PUBCOMP, p.pid)]
+        if t == support.UNSUBSCRIBE:
+            return [c.Ack(support.UNSUBACK, p.pid)]
+        if t == support.PINGREQ:
             self.pings.release()
-            return [c.Simple(c.PINGRESP)]
+            return [c.Simple(support.PINGRESP)]
         return []
 
 
@@ -179,28 +180,28 @@ def test_paho_client_against_midge_codec():
     # What midge decoded from paho's bytes
     types = srv.types()
     for t in (
-        codec.CONNECT,
-        codec.SUBSCRIBE,
-        codec.PUBLISH,
-        codec.PUBACK,
-        codec.PUBREC,
-        codec.PUBREL,
-        codec.PUBCOMP,
-        codec.UNSUBSCRIBE,
-        codec.PINGREQ,
-        codec.DISCONNECT,
+        support.CONNECT,
+        support.SUBSCRIBE,
+        support.PUBLISH,
+        support.PUBACK,
+        support.PUBREC,
+        support.PUBREL,
+        support.PUBCOMP,
+        support.UNSUBSCRIBE,
+        support.PINGREQ,
+        support.DISCONNECT,
     ):
         assert t in types, (t, types)
-    assert types[0] == codec.CONNECT and types[-1] == codec.DISCONNECT
-    con = srv.first(codec.CONNECT)
+    assert types[0] == support.CONNECT and types[-1] == support.DISCONNECT
+    con = srv.first(support.CONNECT)
     assert con.client_id == "drone01" and con.proto_level == 4
     assert con.clean_session is True and con.keepalive == 1
     assert con.username == "drone" and bytes(con.password) == password.encode()
     assert con.will_topic == "drones/drone01/status" and bytes(con.will_payload) == b"offline"
     assert con.will_qos == 1 and con.will_retain is True
-    sub = srv.first(codec.SUBSCRIBE)
+    sub = srv.first(support.SUBSCRIBE)
     assert [tuple(x) for x in sub.topics] == [(TOPIC, 1)] and sub.pid > 0
-    pubs = [p for p in srv.got if p.type == codec.PUBLISH]
+    pubs = [p for p in srv.got if p.type == support.PUBLISH]
     assert [(p.topic, bytes(p.payload), p.qos) for p in pubs] == [
         (TOPIC, b"100 feet", 0),
         (TOPIC, b"100 feet", 1),
@@ -208,10 +209,10 @@ def test_paho_client_against_midge_codec():
     ]
     assert pubs[0].pid == 0 and pubs[1].pid > 0 and pubs[2].pid > 0
     # paho's answers to midge's QoS 1 and 2 PUBLISH carry midge's packet ids
-    assert srv.first(codec.PUBACK).pid == 41 and srv.first(codec.PUBREC).pid == 42
-    assert srv.first(codec.PUBCOMP).pid == 42
-    assert srv.first(codec.PUBREL).pid == pubs[2].pid  # paho's PUBREL (flags 0010)
-    assert srv.first(codec.UNSUBSCRIBE).filters == [TOPIC]
+    assert srv.first(support.PUBACK).pid == 41 and srv.first(support.PUBREC).pid == 42
+    assert srv.first(support.PUBCOMP).pid == 42
+    assert srv.first(support.PUBREL).pid == pubs[2].pid  # paho's PUBREL (flags 0010)
+    assert srv.first(support.UNSUBSCRIBE).filters == [TOPIC]
 
 
 def test_paho_mqtt31_connect_decodes_as_mqisdp():
@@ -227,6 +228,6 @@ def test_paho_mqtt31_connect_decodes_as_mqisdp():
         c.loop_stop()
         srv.thread.join(WAIT)
     assert srv.error is None, srv.error
-    con = srv.first(codec.CONNECT)
+    con = srv.first(support.CONNECT)
     assert con.proto_level == 3 and con.client_id == "drone01" and con.keepalive == 30
-    assert srv.types()[-1] == codec.DISCONNECT
+    assert srv.types()[-1] == support.DISCONNECT

@@ -3,6 +3,7 @@
 # and never hang; topic matching and the TopicIndex agree with a reference matcher written here.
 import signal
 
+import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from midge import codec, topics
@@ -65,7 +66,7 @@ def publishes(draw):
 
 
 ack_types = st.sampled_from(
-    [codec.PUBACK, codec.PUBREC, codec.PUBREL, codec.PUBCOMP, codec.UNSUBACK]
+    [support.PUBACK, support.PUBREC, support.PUBREL, support.PUBCOMP, support.UNSUBACK]
 )
 packets = st.one_of(
     connects(),
@@ -77,19 +78,19 @@ packets = st.one_of(
         codec.Suback, pid, st.lists(st.sampled_from([0, 1, 2, 0x80]), min_size=1, max_size=4)
     ),
     st.builds(codec.Unsubscribe, pid, st.lists(topic_filter, min_size=1, max_size=4)),
-    st.sampled_from([codec.PINGREQ, codec.PINGRESP, codec.DISCONNECT]).map(codec.Simple),
+    st.sampled_from([support.PINGREQ, support.PINGRESP, support.DISCONNECT]).map(codec.Simple),
 )
 
 FIELDS = {
-    codec.CONNECT: (
+    support.CONNECT: (
         "client_id clean_session keepalive username password will_topic will_payload "
         "will_qos will_retain proto_level"
     ).split(),
-    codec.CONNACK: ["session_present", "return_code"],
-    codec.PUBLISH: ["topic", "payload", "qos", "retain", "dup", "pid"],
-    codec.SUBSCRIBE: ["pid", "topics"],
-    codec.SUBACK: ["pid", "codes"],
-    codec.UNSUBSCRIBE: ["pid", "filters"],
+    support.CONNACK: ["session_present", "return_code"],
+    support.PUBLISH: ["topic", "payload", "qos", "retain", "dup", "pid"],
+    support.SUBSCRIBE: ["pid", "topics"],
+    support.SUBACK: ["pid", "codes"],
+    support.UNSUBSCRIBE: ["pid", "filters"],
 }
 
 
@@ -97,7 +98,7 @@ def snap(p):
     if p.type in FIELDS:
         fields = FIELDS[p.type]
     else:  # the four publish acks and UNSUBACK carry a packet id; the rest nothing
-        fields = ["pid"] if p.type < codec.PINGREQ else []
+        fields = ["pid"] if p.type < support.PINGREQ else []
     return (p.type,) + tuple(plain(getattr(p, f)) for f in fields)
 
 
@@ -149,8 +150,6 @@ def _feed(d, chunks):
 @given(packets)
 def test_round_trip_every_packet_type(p):
     wire = codec.encode(p)
-    buf = bytearray(len(wire))
-    assert codec.encode_into(buf, p) == len(wire) and bytes(buf) == wire
     got = feed(codec.Decoder(), [wire])
     assert len(got) == 1 and snap(got[0]) == snap(p)
     assert codec.encode(got[0]) == wire

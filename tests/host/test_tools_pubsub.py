@@ -108,13 +108,13 @@ def test_keepalive_and_client_id_in_connect():
     try:
         with sub("-p", proxy.port, "-i", cid, "-k", "1", "-t", "pubsub/idle", "-W", "3.5") as p:
             assert p.wait(15) == 0, p.stderr.read()
-        raw = [pkt for d, t, _, pkt in proxy.seen if d == "up" and t == codec.CONNECT]
+        raw = [pkt for d, t, _, pkt in proxy.seen if d == "up" and t == support.CONNECT]
         d = codec.Decoder()
         d.receive_data(bytes(raw[0]))
         connect = d.next_packet()
         assert connect.client_id == cid and connect.keepalive == 1
-        assert 2 <= proxy.count("up", codec.PINGREQ) <= 4
-        assert proxy.count("down", codec.PINGRESP) >= 2
+        assert 2 <= proxy.count("up", support.PINGREQ) <= 4
+        assert proxy.count("down", support.PINGRESP) >= 2
     finally:
         proxy.close()
 
