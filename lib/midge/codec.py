@@ -230,13 +230,6 @@ def encode_ack(buf, type, pid):
     return _u16(buf, _header(buf, (type << 4) | (2 if type == _PUBREL else 0), 2), pid)
 
 
-def encode_connack(buf, session_present, return_code):
-    i = _header(buf, 0x20, 2)
-    buf[i] = 1 if session_present else 0
-    buf[i + 1] = return_code
-    return 4
-
-
 def _w16(out, v):
     out += b"\0\0"
     _u16(out, len(out) - 2, v)
@@ -251,7 +244,7 @@ def _fld(out, s):
 
 def encode(p):
     """Encode any packet object into new bytes: the slow, general encoder, for packets off
-    the hot path (encode_publish, encode_ack and encode_connack write into a buffer)."""
+    the hot path (encode_publish and encode_ack write into a buffer)."""
     t = p.type
     b0 = t << 4
     out = bytearray()
@@ -537,9 +530,9 @@ class Decoder:
         level, flags = b[i], b[i + 1]
         keepalive = (b[i + 2] << 8) | b[i + 3]
         i += 4
-        if (name, level) not in (("MQTT", 4), ("MQIsdp", 3)):
-            if name not in ("MQTT", "MQIsdp"):
-                raise MQTTError("protocol name %r" % name)
+        if name not in ("MQTT", "MQIsdp"):
+            raise MQTTError("protocol name %r" % name)
+        if level != (4 if name == "MQTT" else 3):
             raise MQTTError("protocol level %d" % level, _REFUSED_PROTOCOL)
         will = flags & 4
         wqos = (flags >> 3) & 3
