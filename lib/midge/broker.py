@@ -226,6 +226,8 @@ async def serve(core, listeners, store, ready=None):
     servers = []
     for host, port in listeners:
         servers.append(await asyncio.start_server(srv.client, host, port, backlog=128))
+    if hasattr(core, "start_bridges"):  # bridge.Bridged
+        core.start_bridges(srv)
     if ready is not None:
         ready(listeners)
     await srv.ticker()

@@ -94,6 +94,8 @@ class Server:
         loop = asyncio.get_running_loop()
         for host, port in listeners:
             await loop.create_server(lambda: _Conn(self), host, port, backlog=1024)
+        if hasattr(self.core, "start_bridges"):  # bridge.Bridged
+            self.core.start_bridges(self)
         if ready is not None:
             ready(listeners)
         stop = asyncio.Event()

@@ -67,6 +67,7 @@ def parse(text, path="<config>"):
     conf = {}
     listeners = []
     lineno = 0
+    block = None  # the bridge block later bridge options belong to
     for raw in text.split("\n"):
         lineno += 1
         line = raw.strip()
@@ -88,12 +89,14 @@ def parse(text, path="<config>"):
                 raise ConfigError("%s: listener port %r is not 1..65535" % (where, words[0]))
             listeners.append((words[1] if len(words) > 1 else "0.0.0.0", port))
             continue
+        if key == "connection":  # a bridge block: bridge options up to the next one
+            block = {"name": val, "where": where, "topics": []}
+            conf.setdefault("bridges", []).append(block)
+        if block is not None and _bridge(block, key, val, where):
+            continue
         kind = OPTIONS.get(key)
         if kind is None:
-            raise ConfigError(
-                "%s: unknown option %r (midge supports: listener, %s)"
-                % (where, key, ", ".join(sorted(OPTIONS)))
-            )
+            raise ConfigError("%s: %s" % (where, _unknown(key, block)))
         if not val:
             raise ConfigError("%s: %s needs a value" % (where, key))
         try:
@@ -102,7 +105,35 @@ def parse(text, path="<config>"):
             raise ConfigError("%s: %s: %s" % (where, key, e))
     if listeners:
         conf["listeners"] = listeners
+    for b in conf.get("bridges", ()):
+        _bridge(b, None, None, b["where"])
     return conf
+
+
+def _bridge(block, key, val, where):
+    """A bridge option (key None: the whole block) checked by bridge.py, imported only when
+    the config has a `connection`: False if key is not a bridge option."""
+    from midge import bridge
+
+    try:
+        if key is None:
+            bridge.check(block)
+            return True
+        return bridge.option(block, key, val)
+    except ValueError as e:
+        raise ConfigError("%s: %s: %s" % (where, key or "bridge " + block["name"], e))
+
+
+def _unknown(key, block):
+    from midge import bridge  # an error: its import time does not matter
+
+    if block is None and key in bridge.KEYS:
+        return "%s is a bridge option: put it after a `connection NAME` line" % key
+    return "unknown option %r (midge supports: listener, %s; in a bridge: connection, %s)" % (
+        key,
+        ", ".join(sorted(OPTIONS)),
+        ", ".join(sorted(bridge.KEYS)),
+    )
 
 
 def load(path):
@@ -180,7 +211,14 @@ def setup(opts, log):
                         " a user's rules by sending its name" % conf["acl_file"],
                     )
                     break
-    core = broker_core.Broker(conf, auth, log, ticks_ms())
+    bridges = conf.pop("bridges", None)
+    if bridges:
+        from midge import bridge  # only then: a broker without bridges carries none of it
+
+        core = bridge.Bridged(conf, auth, log, ticks_ms())
+        core.add_bridges(bridges)
+    else:
+        core = broker_core.Broker(conf, auth, log, ticks_ms())
     core.verbose = opts.get("verbose", False)
     store = None
     if conf.get("persistence"):

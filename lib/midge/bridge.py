@@ -1,0 +1,313 @@
+# Bridges, Mosquitto style: the broker is also a client of a remote broker (midge's own
+# AsyncClient, a task in the broker's event loop). `in` topics are subscribed on the remote
+# and what arrives is routed locally as if a local client had published it; local messages
+# that match an `out` topic are published to the remote. Imported only when the config has a
+# `connection`: a broker without bridges carries none of this.
+import asyncio
+import random
+
+from midge import topics
+from midge.aclient import AsyncClient, MQTTException
+from midge.broker_core import INFO, WARN, Broker
+from midge.broker_sess import Msg
+from midge.codec import MQTTError
+from midge.compat import format_exception, ticks_ms
+
+_STATE = "$SYS/broker/connection/%s/state"
+_BOOLS = ("cleansession", "notifications", "try_private")
+_QUEUE = 100  # messages for the remote held here and in the client's queue (each)
+
+
+class Bridged(Broker):
+    """The broker with bridges: every routed message is offered to each bridge."""
+
+    bridges = ()
+
+    def add_bridges(self, blocks):
+        """blocks: brokerconf's parsed `connection` blocks."""
+        self.bridges = [Bridge(self, b) for b in blocks]
+
+    def start_bridges(self, srv):
+        """Start each bridge's tasks; srv is the driver's Server (its flush() and store)."""
+        for b in self.bridges:
+            b.start(srv)
+
+    def _publish(self, c, m, now):
+        Broker._publish(self, c, m, now)
+        for b in self.bridges:
+            if b is not c:  # what a bridge brought in never goes back out over it
+                b.local(m)
+
+
+class Bridge:
+    def __init__(self, core, conf):
+        self.core = core
+        self.name = conf["name"]
+        self.outs = []  # (local filter, local prefix, remote prefix, qos)
+        self.ins = []  # (remote filter, remote prefix, local prefix, qos)
+        for d, q, pat, lp, rp in conf["topics"]:
+            if d != "in":
+                self.outs.append((lp + pat, lp, rp, q))
+            if d != "out":
+                self.ins.append((rp + pat, rp, lp, q))
+        cid = conf.get("remote_clientid", self.name)
+        self.where = "%s:%d" % (conf["host"], conf["port"])
+        n = min(core.conf["max_queued_messages"] or _QUEUE, _QUEUE)
+        c = self.client = AsyncClient(
+            cid,
+            conf["host"],
+            conf["port"],
+            conf.get("remote_username"),
+            conf.get("remote_password"),
+            conf.get("keepalive_interval", 60),
+            clean_session=conf.get("cleansession", False),
+            reconnect=False,  # reconnected here, with restart_timeout's backoff
+            max_inflight=min(core.max_inflight, 20),
+            queue_count=n,
+            queue_bytes=core.max_qbytes or 1 << 20,
+        )
+        c.set_callback(self._remote)
+        self.state = _STATE % cid if conf.get("notifications", True) else None
+        if self.state:
+            c.set_will(self.state, b"0", 1, True)
+        t = conf.get("restart_timeout", (5, 30))
+        self.base = t[0] * 1000
+        self.cap = t[-1] * 1000
+        self.q = []  # (remote topic, payload, qos, retain) not yet handed to the client
+        self.ev = asyncio.Event()  # set when q gets a message
+        self.online = asyncio.Event()
+        self.up = None  # link state: None before the first attempt
+        self.sent = self.received = self.dropped = 0
+
+    def start(self, srv):
+        self.srv = srv  # the driver's Server: flush() and store
+        asyncio.create_task(self._link())
+        asyncio.create_task(self._forward())
+
+    def _log(self, level, msg):
+        if level == WARN or self.core.verbose:
+            self.core.log(level, "bridge %s: %s" % (self.name, msg))
+
+    # ---- local -> remote
+
+    def local(self, m):
+        """A message routed locally: queued for the remote if an out topic matches."""
+        t = m.topic
+        for f, lp, rp, q in self.outs:
+            if topics.matches(f, t):
+                if len(self.q) >= _QUEUE:
+                    self._drop("local queue full (%d messages)" % _QUEUE)
+                    return
+                self.q.append((rp + t[len(lp) :], m.payload, min(q, m.qos), m.retain))
+                self.ev.set()
+                return
+
+    def _bug(self, e):
+        self._log(WARN, "internal error (a bug in midge)\n%s" % format_exception(e))
+
+    def _drop(self, why):
+        self.dropped += 1
+        self.core.dropped += 1
+        if self.dropped & 1023 == 1:  # the first of every 1,024
+            self._log(WARN, "message for the remote dropped (%d so far): %s" % (self.dropped, why))
+
+    async def _forward(self):
+        c = self.client
+        while True:
+            if not self.q:
+                self.ev.clear()
+                await self.ev.wait()
+                continue
+            m = self.q.pop(0)
+            try:
+                await c.publish(m[0], m[1], m[2], m[3])
+                self.sent += 1
+            except MQTTException as e:
+                if c.connected:  # the link is up but the remote took nothing for 30 s
+                    self._drop(str(e))
+                else:  # the client's queue is full while the remote is away: wait for it
+                    self.q.insert(0, m)
+                    await self.online.wait()
+            except Exception as e:  # a bug: loudly, and the bridge goes on
+                self._bug(e)
+
+    # ---- remote -> local
+
+    def _remote(self, topic, payload, p):
+        for f, rp, lp, _ in self.ins:
+            if topics.matches(f, topic):
+                self.received += 1
+                self._inject(Msg(lp + topic[len(rp) :], payload, p.qos, p.retain))
+                return
+
+    def _inject(self, m):
+        core = self.core
+        core.rx_msgs += 1
+        core._publish(self, m, ticks_ms())
+        srv = self.srv
+        if srv.store is not None:
+            srv.store.sync()
+        srv.flush()
+
+    # ---- the link
+
+    async def _link(self):
+        c = self.client
+        for e in self.ins:  # remembered by the client: sent at every CONNACK without a session
+            await c.subscribe(e[0], e[3])
+        if self.state:
+            self._inject(Msg(self.state, b"0", 1, True))
+        d = self.base
+        while True:
+            try:
+                if await self._session():
+                    d = self.base
+            except Exception as e:  # a bug: loudly, and the bridge goes on
+                self._bug(e)
+            self._log(INFO, "reconnecting in %d ms" % d)
+            await asyncio.sleep(d / 1000)
+            d = self._next(d)
+
+    async def _session(self):
+        """Connect and serve one link until it breaks; False if it could not connect."""
+        c = self.client
+        try:
+            await c.connect()
+        except MQTTException as e:
+            if self.up is not False:  # the first failure of an outage
+                self._log(WARN, "%s (retrying)" % e)
+            self.up = False
+            return False
+        self.up = True
+        self._log(WARN, "connected to %s as %s" % (self.where, c.client_id))
+        self.online.set()
+        try:
+            if self.state:
+                self._inject(Msg(self.state, b"1", 1, True))
+                await c.publish(self.state, b"1", 1, True)
+            await c.run()
+        except MQTTException as e:
+            self._log(WARN, "link to %s lost: %s" % (self.where, e))
+        finally:
+            self.online.clear()
+            if self.state:
+                self._inject(Msg(self.state, b"0", 1, True))
+        return True
+
+    def _next(self, d):
+        # "decorrelated jitter" between base and cap (restart_timeout BASE CAP); a constant
+        # restart_timeout has base == cap
+        hi = min(self.cap, d * 3)
+        return self.base + random.getrandbits(16) * (hi - self.base) // 65535
+
+
+# ---- configuration: brokerconf hands each line of a `connection` block to option()
+
+KEYS = (
+    "address",
+    "topic",
+    "remote_clientid",
+    "remote_username",
+    "remote_password",
+    "keepalive_interval",
+    "restart_timeout",
+    "bridge_protocol_version",
+) + _BOOLS
+
+
+def option(b, key, v):
+    """One line of bridge block b (a dict): False if key is not a bridge option; ValueError
+    with the reason for a bad value."""
+    if key == "connection":
+        if len(v.split()) != 1:
+            raise ValueError("needs one NAME, got %r" % v)
+        return True
+    if key not in KEYS:
+        return False
+    if not v:
+        raise ValueError("needs a value")
+    if key in _BOOLS:
+        if v not in ("true", "false"):
+            raise ValueError("expected true or false, got %r" % v)
+        if key == "try_private" and v == "true":
+            raise ValueError(
+                "true is not supported: midge bridges connect as a plain MQTT 3.1.1 client"
+                " (see `both` in the README); set false"
+            )
+        b[key] = v == "true"
+    elif key == "address":
+        _address(b, v)
+    elif key == "topic":
+        _topic(b, v.split())
+    elif key == "keepalive_interval":
+        b[key] = _ints(v, 1, "SECONDS (at least 5)")[0]
+        if b[key] < 5:
+            raise ValueError("at least 5 seconds, got %r" % v)
+    elif key == "restart_timeout":
+        t = b[key] = _ints(v, 2, "SECONDS or BASE CAP (whole seconds, BASE <= CAP)")
+        if t[0] > t[-1]:
+            raise ValueError("BASE %d is above CAP %d" % (t[0], t[1]))
+    elif key == "bridge_protocol_version":
+        if v != "mqttv311":
+            raise ValueError("midge bridges speak MQTT 3.1.1 only: set mqttv311")
+    else:
+        b[key] = v
+    return True
+
+
+def check(b):
+    """A whole block: ValueError saying what it lacks."""
+    if "host" not in b:
+        raise ValueError("has no `address HOST[:PORT]`")
+    if not b["topics"]:
+        raise ValueError("has no `topic` line")
+    if "remote_password" in b and "remote_username" not in b:
+        raise ValueError("has a remote_password but no remote_username")
+
+
+def _ints(v, most, what):
+    try:
+        t = [int(w) for w in v.split()]
+    except ValueError:
+        t = []
+    if not 1 <= len(t) <= most or min(t) < 1:
+        raise ValueError("expected %s, got %r" % (what, v))
+    return t
+
+
+def _address(b, v):
+    if len(v.split()) > 1:
+        raise ValueError("midge connects to one address; %d given" % len(v.split()))
+    host, port = v, 1883
+    if ":" in v:
+        host, _, p = v.rpartition(":")
+        port = int(p) if p.isdigit() else 0
+    if not host or not 0 < port < 65536:
+        raise ValueError("expected HOST or HOST:PORT (port 1..65535), got %r" % v)
+    b["host"] = host
+    b["port"] = port
+
+
+def _topic(b, w):
+    # topic PATTERN [out|in|both [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]; "" is an empty string
+    n = len(w)
+    if not 1 <= n <= 5 or n == 4:
+        raise ValueError("expected PATTERN [out|in|both [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]")
+    w = ["" if x == '""' else x for x in w] + [""] * (5 - n)
+    pat, lp, rp = w[0], w[3], w[4]
+    d = w[1] if n > 1 else "out"
+    if d not in ("out", "in", "both"):
+        raise ValueError("direction %r is not out, in or both" % d)
+    q = w[2] if n > 2 else "0"
+    if q not in ("0", "1", "2"):
+        raise ValueError("QoS %r is not 0, 1 or 2" % q)
+    if not pat and not (lp and rp):
+        raise ValueError('an empty ("") pattern needs both a local and a remote topic')
+    if "+" in lp + rp or "#" in lp + rp:
+        raise ValueError("a prefix cannot hold a wildcard")
+    try:
+        topics.check_filter(lp + pat)
+        topics.check_filter(rp + pat)
+    except MQTTError as e:
+        raise ValueError(e.reason)
+    b["topics"].append((d, int(q), pat, lp, rp))

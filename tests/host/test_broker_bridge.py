@@ -1,0 +1,241 @@
+"""midge's broker bridged to a real Mosquitto (the remote): paho-mqtt and the mosquitto tools on
+each side; `midge broker` on CPython and the asyncio streams driver on MicroPython."""
+
+import os
+import subprocess
+import sys
+
+import harness
+import pytest
+from brokerproc import LIB, ROOT, Broker, assert_clean, available
+from brokerproc import RUNTIMES as RUNTIMES_CMD
+from test_broker_peers import Paho
+
+sys.path.insert(0, LIB)
+from midge import brokerconf  # noqa: E402
+
+MIDGE = os.path.join(os.path.dirname(sys.executable), "midge")
+RUNTIMES = ["midge"] + [r for r in ("micropython",) if available(r)]
+
+pytestmark = pytest.mark.skipif(harness.mosquitto_path() is None, reason="no mosquitto")
+
+
+def _bridged(runtime, tmp_path, remote, body):
+    """midge broker with one bridge `edge` to remote (a harness.Mosquitto); returns once the
+    bridge is connected."""
+    conf = tmp_path / "bridge.conf"
+    conf.write_text(
+        "connection edge\naddress 127.0.0.1:%d\nrestart_timeout 1\n%s\n" % (remote.port, body)
+    )
+    cmd = [MIDGE, "broker"] if runtime == "midge" else None
+    b = Broker("micropython" if cmd is None else "fast", str(conf), cmd=cmd)
+    try:
+        b.wait_output("bridge edge: connected to 127.0.0.1:%d" % remote.port, timeout=10)
+    except BaseException:
+        b.kill()
+        raise
+    return b
+
+
+@pytest.fixture
+def remote():
+    m = harness.Mosquitto().start()
+    yield m
+    m.stop()
+
+
+def _topics(p, n, wait=5):
+    return sorted((m.topic, m.payload, m.qos, m.retain) for m in (p.get(wait) for _ in range(n)))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_out_and_in_with_prefixes(runtime, tmp_path, remote):
+    # a retained message on the remote before the bridge subscribes comes in retained
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-p",
+            str(remote.port),
+            "-t",
+            "central/cmd/init",
+            "-m",
+            "hi",
+            "-r",
+            "-q",
+            "1",
+        ],
+        check=True,
+        timeout=5,
+    )
+    b = _bridged(
+        runtime,
+        tmp_path,
+        remote,
+        'topic sensors/# out 1 site/ central/\ntopic cmd/# in 1 "" central/\n'
+        'topic "" out 0 local/one remote/single\n',
+    )
+    try:
+        rs = Paho(remote.port)
+        rs.sub("central/sensors/#", 2)
+        rs.sub("remote/#", 2)
+        ls = Paho(b.port)
+        ls.sub("cmd/#", 2)
+        assert ls.get().topic == "cmd/init"  # live or retained: the bridge may be later
+        late = Paho(b.port)  # now it is in the local retained store
+        late.sub("cmd/#", 2)
+        assert _topics(late, 1) == [("cmd/init", b"hi", 1, True)]
+        late.stop()
+        lp = Paho(b.port)
+        for q in (0, 1, 2):  # out at min(published, the topic's QoS 1)
+            lp.c.publish("site/sensors/t%d" % q, b"%d" % q, q).wait_for_publish(5)
+        lp.c.publish("local/one", b"x", 1).wait_for_publish(5)
+        lp.c.publish("site/other", b"not bridged", 1).wait_for_publish(5)
+        got = _topics(rs, 4)
+        assert got == [
+            ("central/sensors/t0", b"0", 0, False),
+            ("central/sensors/t1", b"1", 1, False),
+            ("central/sensors/t2", b"2", 1, False),
+            ("remote/single", b"x", 0, False),
+        ], got
+        rp = Paho(remote.port)
+        rp.c.publish("central/cmd/go", b"now", 2).wait_for_publish(5)
+        rp.c.publish("cmd/go", b"no prefix: not bridged", 1).wait_for_publish(5)
+        assert _topics(ls, 1) == [("cmd/go", b"now", 1, False)]  # min(granted 1, 2)
+        assert ls.none() and rs.none(0.1)
+        for p in (rs, ls, lp, rp):
+            p.stop()
+    finally:
+        assert_clean(b.kill())
+
+
+def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
+    b = _bridged("midge", tmp_path, remote, "topic # both 1 L/ R/\n")
+    try:
+        rs = Paho(remote.port)
+        rs.sub("R/#", 1)
+        ls = Paho(b.port)
+        ls.sub("L/#", 1)
+        lp = Paho(b.port)
+        lp.c.publish("L/up", b"u", 1).wait_for_publish(5)
+        assert _topics(rs, 1) == [("R/up", b"u", 1, False)]
+        # MQTT 3.1.1 has no no-local: Mosquitto sends R/up back to the bridge, which brings it
+        # in once (local subscribers get it twice) and never sends it out again (no loop)
+        assert _topics(ls, 2) == [("L/up", b"u", 1, False)] * 2
+        assert ls.none(0.5) and rs.none(0.1)
+        rp = Paho(remote.port)
+        rp.c.publish("R/down", b"d", 1).wait_for_publish(5)
+        assert _topics(ls, 1) == [("L/down", b"d", 1, False)]
+        assert _topics(rs, 1) == [("R/down", b"d", 1, False)]  # the publisher's own copy
+        assert rs.none(0.5)  # not sent back out by the bridge
+        for p in (rs, ls, lp, rp):
+            p.stop()
+    finally:
+        assert_clean(b.kill())
+
+
+def test_qos1_and_notifications_across_a_remote_restart(tmp_path):
+    m = harness.Mosquitto()
+    m.extra = "persistence true\npersistence_location %s/" % m.dir  # sessions survive a restart
+    m.start()
+    b = None
+    try:
+        rs = Paho(m.port, "central-sub", clean=False)
+        rs.sub("c/#", 1)
+        b = _bridged("midge", tmp_path, m, 'topic q/# out 1 "" c/\ntopic cmd/# in 1\n')
+        state = "$SYS/broker/connection/edge/state"
+        st = Paho(b.port)
+        st.sub(state, 1)
+        assert _topics(st, 1) == [(state, b"1", 1, True)]
+        lp = Paho(b.port)
+        ls = Paho(b.port)
+        ls.sub("cmd/#", 1)
+        rs.stop()
+        m.proc.terminate()  # the remote goes away ...
+        m.proc.wait(5)
+        assert st.get().payload == b"0"
+        for i in range(20):  # ... while local clients go on publishing
+            lp.c.publish("q/%d" % i, b"m%d" % i, 1).wait_for_publish(5)
+        m.start()  # same port, same saved sessions
+        assert st.get(10).payload == b"1"
+        rs = Paho(m.port, "central-sub", clean=False)
+        got = [rs.get(10) for _ in range(20)]
+        assert [(g.topic, g.payload, g.qos) for g in got] == [
+            ("c/q/%d" % i, b"m%d" % i, 1) for i in range(20)
+        ]
+        rp = Paho(m.port)
+        rp.c.publish("cmd/after", b"back", 1).wait_for_publish(5)
+        assert _topics(ls, 1) == [("cmd/after", b"back", 1, False)]
+        assert lp.gone.empty() and ls.gone.empty()  # local clients never noticed
+        for p in (rs, st, lp, ls, rp):
+            p.stop()
+        out = b.kill()
+        assert_clean(out)
+        assert "bridge edge: link to 127.0.0.1:%d lost" % m.port in out
+    finally:
+        if b is not None:
+            b.kill()
+        m.stop()
+
+
+BAD = [
+    ("address 127.0.0.1\n", "2: address is a bridge option: put it after a `connection NAME`"),
+    ("connection e\ntopic a/#\n", "2: bridge e: has no `address HOST[:PORT]`"),
+    ("connection e\naddress h:1883\n", "2: bridge e: has no `topic` line"),
+    ("connection e\naddress a:1 b:2\n", "3: address: midge connects to one address; 2 given"),
+    ("connection e\naddress h:99999\n", "3: address: expected HOST or HOST:PORT"),
+    ("connection e\naddress h\ntopic a/# sideways\n", "4: topic: direction 'sideways'"),
+    ("connection e\naddress h\ntopic a/# in 3\n", "4: topic: QoS '3' is not 0, 1 or 2"),
+    ("connection e\naddress h\ntopic a/# in 1 L/\n", "4: topic: expected PATTERN [out|in|both"),
+    ('connection e\naddress h\ntopic "" in 1 L ""\n', '4: topic: an empty ("") pattern needs'),
+    ("connection e\naddress h\ntopic a/#/b\n", "4: topic: bad wildcard"),
+    ("connection e\naddress h\ntopic # out 0 L/ +/\n", "4: topic: a prefix cannot hold"),
+    ("connection e\naddress h\ntopic a\ntry_private true\n", "5: try_private: true is not"),
+    ("connection e\naddress h\ntopic a\nbridge_protocol_version mqttv50\n", "5: bridge_prot"),
+    (
+        "connection e\naddress h\ntopic a\nrestart_timeout 30 5\n",
+        "5: restart_timeout: BASE 30 is above",
+    ),
+    ("connection e\naddress h\ntopic a\nkeepalive_interval 2\n", "5: keepalive_interval: at le"),
+    ("connection e\naddress h\ntopic a\nround_robin true\n", "5: unknown option 'round_robin'"),
+    (
+        "connection e\naddress h\ntopic a\nremote_password p\n",
+        "2: bridge e: has a remote_password but",
+    ),
+]
+
+
+@pytest.mark.parametrize("text,error", BAD)
+def test_bad_bridge_lines_are_one_clear_error(text, error):
+    with pytest.raises(brokerconf.ConfigError) as e:
+        brokerconf.parse("# a bridge\n" + text, "b.conf")
+    assert str(e.value).startswith("b.conf:" + error[0]) and error[1:] in str(e.value), e.value
+
+
+def test_good_bridge_block_parses():
+    c = brokerconf.parse(
+        "connection edge\naddress central.example:8883\ntopic # both 2 L/ R/\n"
+        'topic "" in 0 here there\ntopic x/+\ncleansession true\nrestart_timeout 2 20\n'
+        "remote_username u\nremote_password p\nnotifications false\ntry_private false\n"
+        "max_connections 10\n"
+    )
+    (b,) = c["bridges"]
+    assert (b["host"], b["port"], b["restart_timeout"]) == ("central.example", 8883, [2, 20])
+    assert b["topics"] == [
+        ("both", 2, "#", "L/", "R/"),
+        ("in", 0, "", "here", "there"),
+        ("out", 0, "x/+", "", ""),
+    ]
+    assert b["cleansession"] and not b["notifications"] and c["max_connections"] == 10
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bad_bridge_config_is_one_line_at_start(runtime, tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("connection edge\naddress 127.0.0.1\ntopic a/# in 1 L/\n")
+    cmd = [MIDGE, "broker"] if runtime == "midge" else RUNTIMES_CMD[runtime]
+    env = dict(os.environ, MICROPYPATH=LIB + ":.frozen")
+    r = subprocess.run(
+        cmd + ["-c", str(conf)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
+    )
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 2 and "\n" not in out and "bad.conf:3: topic:" in out, out
