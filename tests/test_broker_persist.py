@@ -57,6 +57,15 @@ def test_corrupt_file_moved_aside_and_reported():
     b.store.close(0)
 
 
+def _tamper(path, change):
+    """Rewrite the journal at path as change(its bytes) returns them; returns those."""
+    with open(path, "rb") as f:
+        data = change(bytearray(f.read()))
+    with open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
 def test_truncated_tail_keeps_earlier_records():
     path = tmpdir() + "/db"
     logs = []
@@ -66,10 +75,7 @@ def test_truncated_tail_keeps_earlier_records():
     b.store.sync()
     p.send(C.Publish("t/2", b"two", 0, retain=True))
     b.store.close(0)
-    with open(path, "rb") as f:
-        data = f.read()
-    with open(path, "wb") as f:
-        f.write(data[:-2])  # killed in the middle of the last record
+    _tamper(path, lambda d: d[:-2])  # killed in the middle of the last record
     b2 = _broker(path, logs)
     assert list(b2.retained) == ["t/1"]
     b2.store.close(0)
@@ -85,4 +91,158 @@ def test_inflight_order_survives_a_restart():
     b.store.close(0)
     b2 = _broker(path, logs)
     _resumed_in_order(b2)
+    b2.store.close(0)
+
+
+def _size(path):
+    import os
+
+    return os.stat(path)[6]
+
+
+def _queue_offline(n):
+    """A journal (compaction put off) after n QoS 1 messages were queued one at a time for
+    an offline persistent subscriber: (broker, path, bytes the queueing appended)."""
+    path = tmpdir() + "/db"
+    b = _broker(path, [])
+    b.store.live = 1 << 24  # never compacted: every byte appended stays in the file
+    s = Peer(b, "off", clean_session=False)
+    s.sub("q/#", qos=1)
+    b.closed(s.c, 0)
+    p = Peer(b, "pub")
+    connack(p)
+    b.store.step(0)
+    start = _size(path)
+    for i in range(n):
+        p.send(C.Publish("q/t", b"msg-%04d" % i, 1, pid=1 + i % 60000))
+        b.store.sync()  # as the driver does after each read
+        assert p.recv() == [C.Ack(support.PUBACK, 1 + i % 60000)]
+    b.store.step(0)
+    return b, path, _size(path) - start
+
+
+def test_journal_grows_linearly_with_the_offline_queue():
+    # (a queued message is ~300 B of objects: a 128K MicroPython heap with the tests loaded
+    # has room for about a hundred)
+    ns = (16, 32, 64) if support.MICROPYTHON else (100, 200, 400)
+    sizes = []
+    for n in ns:
+        b, path, size = _queue_offline(n)
+        b.store.close(0)
+        b = None
+        sizes.append(size)
+    # one small record per queued message: a writer that appended the whole queue on each
+    # change would write ~n*n/2 records (ratios near 4)
+    assert 1.8 < sizes[1] / sizes[0] < 2.2, sizes
+    assert 1.8 < sizes[2] / sizes[1] < 2.2, sizes
+    assert sizes[2] < ns[2] * 64, sizes  # a few dozen bytes per message of 8
+
+
+def test_queue_and_window_restored_exactly_after_acks_and_a_crash():
+    b, path, _ = _queue_offline(45)
+    s = Peer(b, "off", clean_session=False)
+    assert connack(s).session_present
+    b.store.sync()
+    got = s.pubs()  # the first 20 (the in-flight window); 25 still queued
+    assert [g.payload for g in got] == [b"msg-%04d" % i for i in range(20)]
+    for g in got[:5]:  # five acknowledged, one at a time: five more move into the window
+        s.send(C.Ack(support.PUBACK, g.pid))
+        b.store.sync()
+    more = s.pubs()
+    assert [g.payload for g in more] == [b"msg-%04d" % i for i in range(20, 25)]
+    b.store.step(0)  # on disk; then the broker dies without closing anything (kill -9)
+    b = s = None
+    b2 = _broker(path, [])
+    sess = b2.sessions["off"]
+    assert [e[0].payload for e in sess.inflight.values()] == [b"msg-%04d" % i for i in range(5, 25)]
+    assert [m.payload for m, f in sess.queue] == [b"msg-%04d" % i for i in range(25, 45)]
+    assert sess.qbytes == 20 * 8
+    s2 = Peer(b2, "off", clean_session=False)
+    assert connack(s2).session_present
+    got = s2.pubs()
+    assert [(g.payload, g.dup) for g in got] == [(b"msg-%04d" % i, True) for i in range(5, 25)]
+    b2.store.close(0)
+
+
+def test_qos2_flows_replayed_from_single_records():
+    from test_broker_qos import _inflight_across_the_pid_wrap, _resumed_in_order
+
+    path = tmpdir() + "/db"
+    b = _broker(path, [])
+    b.store.sync()
+    feed = b.feed
+
+    def feed_and_sync(c, data, now):  # as the drivers do: a sync after every read
+        feed(c, data, now)
+        b.store.sync()
+
+    b.feed = feed_and_sync
+    _inflight_across_the_pid_wrap(b)
+    p = Peer(b, "p2", clean_session=False)
+    connack(p)
+    p.send(C.Publish("x", b"twice?", 2, pid=9))  # inbound QoS 2, not yet released
+    p.send(C.Publish("x", b"done", 2, pid=10))
+    p.send(C.Ack(support.PUBREL, 10))
+    b.store.step(0)
+    b2 = _broker(path, [])
+    assert b2.sessions["p2"].rx2 == {9}
+    _resumed_in_order(b2)
+    b2.store.close(0)
+
+
+def test_a_journal_far_bigger_than_the_heap_restores():
+    """~90 KB of superseded records (retained topics rewritten, a queue filled and drained)
+    restore through one small buffer: a 128K MicroPython heap never holds the file."""
+    path = tmpdir() + "/db"
+    b = _broker(path, [])
+    b.store.live = 1 << 24
+    s = Peer(b, "big", clean_session=False)
+    s.sub("b/#", qos=1)
+    p = Peer(b, "pub")
+    blob = b"x" * 400
+    for k in range(20):
+        for t in range(10):
+            p.send(C.Publish("r/%d" % t, blob + b"%d" % k, 0, retain=True))
+            b.store.sync()
+        p.send(C.Publish("b/t", b"m%d" % k, 1, pid=1))
+        b.store.sync()
+        for g in s.pubs():
+            s.send(C.Ack(support.PUBACK, g.pid))
+            b.store.sync()
+    b.closed(s.c, 0)
+    p.send(C.Publish("b/t", b"last", 1, pid=1))
+    b.store.close(0)
+    size = _size(path)
+    assert size > 85000, size
+    b = s = p = None
+    b2 = _broker(path, [])
+    assert sorted(b2.retained) == ["r/%d" % t for t in range(10)]
+    assert b2.retained["r/3"].payload == blob + b"19"
+    sess = b2.sessions["big"]
+    assert sess.subs == {"b/#": 1} and not sess.inflight
+    assert [m.payload for m, f in sess.queue] == [b"last"]
+    assert _size(path) < 6000  # compacted
+    b2.store.close(0)
+
+
+def test_damaged_record_in_the_middle_keeps_what_came_before():
+    path = tmpdir() + "/db"
+    logs = []
+    b = _broker(path, logs)
+    p = Peer(b, "p")
+    for t in ("a", "b", "c"):
+        p.send(C.Publish("t/" + t, b"value-" + t.encode(), 0, retain=True))
+        b.store.sync()
+    b.store.close(0)
+
+    def flip(d):
+        d[d.find(b"value-b")] ^= 1
+        return d
+
+    data = _tamper(path, flip)
+    b2 = _broker(path, logs)
+    assert sorted(b2.retained) == ["t/a"]
+    assert any("damaged record at byte" in m and "moved to" in m for m in logs), logs
+    with open(path + ".corrupt", "rb") as f:
+        assert f.read() == data
     b2.store.close(0)

@@ -11,6 +11,11 @@ from midge.compat import MICROPYTHON, const, mem_alloc, rss_bytes, ticks_add, ti
 
 _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
 _SYS = "$SYS/broker/"
+# session changes the store journals one by one (codes as in persist; 0: the whole session)
+_QUEUED = const(1)
+_SENT = const(2)
+_MOVED = const(3)
+_RX2 = const(6)
 VERSION = "midge 0.1.0"
 
 
@@ -186,7 +191,7 @@ class Core:
                 self._send(c, bytes((0x50, 2, pid >> 8, pid & 255)))
                 return
             rx2.add(pid)
-            self._changed(s)
+            self._changed(s, _RX2, pid)
         ack = None
         if q:
             ack = bytes((0x40 if q == 1 else 0x50, 2, pid >> 8, pid & 255))
@@ -234,7 +239,7 @@ class Core:
             return
         flags |= q
         if c is not None and s.queue is None and len(s.inflight) < self.max_inflight:
-            self._send_inflight(c, s, m, flags)
+            self._send_inflight(c, s, m, flags, _SENT)
             return
         n = len(s.queue) if s.queue else 0
         if n >= self.max_queued or (
@@ -248,19 +253,20 @@ class Core:
             return
         if s.queue is None:
             s.queue = []
-        s.queue.append((m, flags))
+        e = (m, flags)
+        s.queue.append(e)
         s.qbytes += len(m.payload)
-        self._changed(s)
+        self._changed(s, _QUEUED, 0, e)
 
-    def _send_inflight(self, c, s, m, flags):
+    def _send_inflight(self, c, s, m, flags, op):
         pid = s.next_pid()
         d = s.inflight
         if len(d) == 1 and type(d) is dict:
             # resent in send order (MQTT-4.6.0-1), and a MicroPython dict has no order: from
             # the second entry on an OrderedDict keeps it (a session mostly has only one)
             d = s.inflight = OrderedDict(d)
-        d[pid] = (m, flags)
-        self._changed(s)
+        d[pid] = e = (m, flags)
+        self._changed(s, op, pid, e)
         self._send(c, m.head(flags & 3, flags & 4))
         self._send(c, bytes((pid >> 8, pid & 255)))
         self._send(c, m.payload)
@@ -276,7 +282,7 @@ class Core:
         while i < len(qu) and len(s.inflight) < self.max_inflight:
             m, f = qu[i]
             s.qbytes -= len(m.payload)
-            self._send_inflight(c, s, m, f)
+            self._send_inflight(c, s, m, f, _MOVED)
             i += 1
         if i == len(qu):
             s.queue = None
@@ -293,9 +299,9 @@ class Core:
         if self.store and not s.clean:
             self.store.session_gone(s.cid)
 
-    def _changed(self, s):
+    def _changed(self, s, op=0, pid=0, e=None):
         if self.store and not s.clean:
-            self.store.session(s)
+            self.store.session(s, op, pid, e)
             self.durable = True
 
     # ---- $SYS

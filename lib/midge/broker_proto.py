@@ -18,6 +18,10 @@ _UNSUBSCRIBE = const(10)
 _UNSUBACK = const(11)
 _PINGREQ = const(12)
 _DISCONNECT = const(14)
+# session changes the store journals one by one (codes as in persist)
+_DONE = const(4)
+_RECD = const(5)
+_RX2_DONE = const(7)
 
 
 class Broker(Core):
@@ -55,18 +59,18 @@ class Broker(Core):
             e = s.inflight.get(p.pid, 0)
             if (e is None) if t == _PUBCOMP else (e and e[1] & 3 == 1):
                 del s.inflight[p.pid]
-                self._changed(s)
+                self._changed(s, _DONE, p.pid)
                 self._drain(s)
         elif t == _PUBREC:
             e = s.inflight.get(p.pid)
             if e is not None and e[1] & 3 == 2:
                 s.inflight[p.pid] = None
-                self._changed(s)
+                self._changed(s, _RECD, p.pid)
             self._send(c, codec.encode(codec.Ack(_PUBREL, p.pid)))
         elif t == _PUBREL:
             if s.rx2 and p.pid in s.rx2:
                 s.rx2.discard(p.pid)
-                self._changed(s)
+                self._changed(s, _RX2_DONE, p.pid)
             self._send(c, codec.encode(codec.Ack(_PUBCOMP, p.pid)))
         elif t == _SUBSCRIBE:
             self._subscribe(c, s, p)
@@ -130,7 +134,8 @@ class Broker(Core):
             )
         if present:
             self._resume(c, s)
-        self._changed(s)
+        else:
+            self._changed(s)  # new: written whole (a resumed one is in the journal already)
 
     def _authenticate(self, c, p):
         a = self.auth

@@ -1,19 +1,35 @@
 # Broker persistence: retained messages and persistent sessions in one append-only journal.
-# After each batch of input the driver calls sync(): changed sessions/retained topics are
-# appended (one record each) and, when a PUBACK/PUBREC is waiting on them, fsync'd before the
-# acknowledgement is released, so an acknowledged QoS 1/2 message survives kill -9. When the
-# journal has grown well past the live state it is rewritten: new file, fsync, rename.
-# A damaged file is moved aside (".corrupt") and reported; what was read before it is kept.
+# After each batch of input the driver calls sync(): what changed is appended and, when a
+# PUBACK/PUBREC is waiting on it, fsync'd before the acknowledgement is released, so an
+# acknowledged QoS 1/2 message survives kill -9. A session is written whole only when it is
+# new or its subscriptions change; after that each change is one small record (a message
+# queued or sent, a packet id acknowledged ...), so the journal grows linearly with the
+# traffic. When it has grown well past the live state it is rewritten: new file, fsync,
+# rename. Restoring streams the file through one small buffer: the heap holds the restored
+# state, never the file. A damaged file is moved aside (".corrupt") and reported; what was
+# read before the damage is kept.
 import os
 import struct
 from collections import OrderedDict
 
 from midge.broker_sess import INFO, WARN, Msg, Session
+from midge.compat import const
 
 MAGIC = b"MIDGE-DB1\n"
-_R = 82  # "R" retained: topic, qos, payload   (empty payload: cleared)
-_S = 83  # "S" session state
-_X = 88  # "X" session gone: cid
+# record kinds; each record is: kind (1 byte), body length (4), body checksum (2), body
+_R = const(82)  # "R" retained: topic, qos, payload   (empty payload: cleared)
+_S = const(83)  # "S" a whole session
+_X = const(88)  # "X" session gone: cid
+_M = const(77)  # "M" message: cid, pid (0: queued; else in flight), flags, topic, payload
+_O = const(79)  # "O" one change: cid, op, pid
+# the changes the core reports (Core._changed(s, op, pid, entry)); 0 = the whole session
+_QUEUED = const(1)  # entry appended to the queue          (an M record)
+_SENT = const(2)  # entry in flight under pid            (an M record)
+_MOVED = const(3)  # the queue's first entry in flight under pid
+_DONE = const(4)  # pid acknowledged: out of the in-flight window
+_RECD = const(5)  # pid PUBREC'd: waits for PUBCOMP
+_RX2 = const(6)  # inbound QoS 2 pid received (before PUBREL)
+_RX2_DONE = const(7)  # inbound QoS 2 pid released
 
 
 def _fsync(f):
@@ -96,28 +112,19 @@ def _gone_fields(cid):
     yield cid.encode()
 
 
-class _Rd:
-    def __init__(self, body):
-        self.d = body
-        self.i = 0
+def _msg_fields(cid, pid, e, enc):
+    m, flags = e
+    yield _enc(cid, enc)
+    yield pid
+    yield flags
+    yield _enc(m.topic, enc)
+    yield m.payload
 
-    def u(self):
-        i = self.i
-        self.i = i + 4
-        if self.i > len(self.d):
-            raise ValueError("record too short")
-        return struct.unpack(">I", self.d[i : i + 4])[0]
 
-    def b(self):
-        n = self.u()
-        i = self.i
-        self.i = i + n
-        if self.i > len(self.d):
-            raise ValueError("field runs past its record")
-        return bytes(self.d[i : i + n])
-
-    def s(self):
-        return self.b().decode()
+def _op_fields(cid, op, pid):
+    yield cid.encode()
+    yield op
+    yield pid
 
 
 def _session_fields(s, enc):
@@ -148,26 +155,116 @@ def _session_fields(s, enc):
         yield pid
 
 
+class _In:
+    """A journal read through one small reusable buffer. Every field is checked against the
+    end of its record (self.end); with self.ck set, the bytes read are summed into it."""
+
+    def __init__(self, f, buf, pos):
+        self.f = f
+        self.buf = buf
+        self.mv = memoryview(buf)
+        self.i = self.n = 0  # buf[i:n]: read from the file, not yet taken
+        self.pos = pos  # file offset of buf[i]
+        self.end = pos
+        self.want = 0
+        self.ck = None
+
+    def _fill(self):
+        self.n = self.f.readinto(self.buf) or 0
+        self.i = 0
+        if not self.n:
+            raise ValueError("file ends inside a record")
+
+    def _need(self, k):
+        if self.pos + k > self.end:
+            raise ValueError("field runs past its record")
+
+    def u(self, size=4):
+        """A big-endian unsigned int of size bytes (no allocation)."""
+        self._need(size)
+        self.pos += size
+        x = 0
+        b = self.buf
+        for _ in range(size):
+            if self.i == self.n:
+                self._fill()
+            c = b[self.i]
+            self.i += 1
+            x = x << 8 | c
+            if self.ck is not None:
+                self.ck += c
+        return x
+
+    def b(self):
+        n = self.u()
+        self._need(n)
+        i = self.i
+        if n <= self.n - i:
+            data = bytes(self.mv[i : i + n])
+            self.i = i + n
+        else:  # longer than what is buffered: one allocation of exactly its size
+            self.f.seek(self.pos)
+            data = self.f.read(n)
+            self.i = self.n = 0
+        self.pos += n
+        if self.ck is not None:
+            self.ck += sum(data)
+        return data
+
+    def s(self):
+        return self.b().decode()
+
+    def skip(self, n):
+        self._need(n)
+        self.pos += n
+        if self.ck is None and n > self.n - self.i:
+            self.f.seek(self.pos)
+            self.i = self.n = 0
+            return
+        while n:
+            if self.i == self.n:
+                self._fill()
+            j = min(self.n, self.i + n)
+            if self.ck is not None:
+                self.ck += sum(self.mv[self.i : j])
+            n -= j - self.i
+            self.i = j
+
+    def header(self):
+        """Start the next record: its kind; self.want is set to its checksum and self.end
+        to its end."""
+        self.end = self.pos + 7
+        kind = self.u(1)
+        n = self.u()
+        self.want = self.u(2)
+        self.end = self.pos + n
+        return kind
+
+
 def _topic(r, topics):
     t = r.s()
     return topics.setdefault(t, t)
 
 
-def _read_session(r, topics):
-    s = Session(r.s(), False)
+def _in_flight(s, pid, e):
+    d = s.inflight
+    if len(d) == 1 and type(d) is dict:  # in send order, as Core._send_inflight keeps it
+        d = s.inflight = OrderedDict(d)
+    d[pid] = e
+
+
+def _read_session(r, topics, cid):
+    s = Session(cid, False)
     for _ in range(r.u()):
         f = r.s()
         s.subs[f] = r.u()
-    n = r.u()
-    if n > 1:
-        s.inflight = OrderedDict()  # in send order, as written (see Core._send_inflight)
-    for _ in range(n):
+    for _ in range(r.u()):
         pid = r.u()
         flags = r.u()
         if flags == 255:
-            s.inflight[pid] = None
+            _in_flight(s, pid, None)
         else:
-            s.inflight[pid] = (Msg(_topic(r, topics), r.b(), flags & 3, False), flags)
+            _in_flight(s, pid, (Msg(_topic(r, topics), r.b(), flags & 3, False), flags))
     n = r.u()
     if n:
         qu = s.queue = [None] * n  # one block of the right size, before the messages
@@ -182,6 +279,80 @@ def _read_session(r, topics):
     return s
 
 
+def _apply(r, s, kind, topics):
+    """One M or O record onto session s, as the core made the change."""
+    if kind == _M:
+        pid = r.u()
+        flags = r.u()
+        e = (Msg(_topic(r, topics), r.b(), flags & 3, False), flags)
+        if pid:
+            _in_flight(s, pid, e)
+        else:
+            if s.queue is None:
+                s.queue = []
+            s.queue.append(e)
+            s.qbytes += len(e[0].payload)
+        return
+    op = r.u()
+    pid = r.u()
+    if op == _MOVED:
+        e = s.queue.pop(0)
+        s.qbytes -= len(e[0].payload)
+        if not s.queue:
+            s.queue = None
+            s.qbytes = 0
+        _in_flight(s, pid, e)
+    elif op == _DONE:
+        s.inflight.pop(pid, None)
+    elif op == _RECD:
+        if pid in s.inflight:
+            s.inflight[pid] = None
+    elif op == _RX2:
+        if s.rx2 is None:
+            s.rx2 = set()
+        s.rx2.add(pid)
+    elif op == _RX2_DONE and s.rx2:
+        s.rx2.discard(pid)
+
+
+def _scan(r, size):
+    """First pass over the whole file, every checksum checked: the offset of the last
+    version of each retained topic and session. Returns (retained, sessions, end, error)."""
+    rlast = {}
+    slast = {}
+    while r.pos < size:
+        at = r.pos
+        if at + 7 > size:
+            break  # a record cut short by a crash: never acknowledged
+        kind = r.header()
+        if r.end > size:
+            break
+        try:
+            r.ck = 0
+            key = r.s()
+            if kind == _R:
+                r.u()  # qos
+                n = r.u()  # payload length
+                if n:
+                    rlast[key] = at
+                else:
+                    rlast.pop(key, None)
+                r.skip(n)
+            elif kind == _S:
+                slast[key] = at
+            elif kind == _X:
+                slast.pop(key, None)
+            elif kind != _M and kind != _O:
+                raise ValueError
+            r.skip(r.end - r.pos)
+        except (ValueError, UnicodeError):
+            return rlast, slast, at, "damaged record at byte %d" % at
+        if r.ck & 0xFFFF != r.want:
+            return rlast, slast, at, "damaged record at byte %d" % at
+    r.ck = None
+    return rlast, slast, r.pos, None
+
+
 class Store:
     """The broker core's persistence hook (core.store)."""
 
@@ -189,10 +360,11 @@ class Store:
         self.path = path
         self.core = core
         self.log = log
-        self.dirty_s = {}  # cid -> Session or None (gone)
+        self.dirty_s = {}  # cid -> Session or None (gone): written whole
         self.dirty_r = {}  # topic -> Msg or None
+        self.ops = []  # (session, op, pid, entry): small changes, in order
         self.held = []  # (conn, ack bytes) released after the next fsync
-        self.wbuf = bytearray(1024)  # records are written through it
+        self.wbuf = bytearray(512)  # records are written and read through it
         self.f = None
         self.unsynced = False
         self.size = 0
@@ -203,8 +375,11 @@ class Store:
     def retained(self, topic, m):
         self.dirty_r[topic] = m
 
-    def session(self, s):
-        self.dirty_s[s.cid] = s
+    def session(self, s, op=0, pid=0, e=None):
+        if op:
+            self.ops.append((s, op, pid, e))
+        else:
+            self.dirty_s[s.cid] = s
 
     def session_gone(self, cid):
         self.dirty_s[cid] = None
@@ -216,12 +391,14 @@ class Store:
 
     def sync(self):
         """Append what changed; fsync and release held acknowledgements. Cheap when idle."""
-        if not (self.dirty_s or self.dirty_r or self.held):
+        if not (self.dirty_s or self.dirty_r or self.ops or self.held):
             return
         dirty_r = self.dirty_r
         dirty_s = self.dirty_s
+        ops = self.ops
         self.dirty_r = {}
         self.dirty_s = {}
+        self.ops = []
         f = self.f
         if f is None:  # closed
             return
@@ -229,14 +406,20 @@ class Store:
         for topic, m in dirty_r.items():
             out.record(_R, _retained_fields, topic, m)
         enc = {}
+        for s, op, pid, e in ops:
+            if s.cid in dirty_s:
+                continue  # written whole below, these changes included
+            if op <= _SENT:
+                out.record(_M, _msg_fields, s.cid, pid, e, enc)
+            else:
+                out.record(_O, _op_fields, s.cid, op, pid)
         for cid, s in dirty_s.items():
             if s is None or s.clean:
                 out.record(_X, _gone_fields, cid)
             else:
                 out.record(_S, _session_fields, s, enc)
         out.flush()
-        n = out.n
-        self.size += n
+        self.size += out.n
         self.unsynced = True
         if self.held:
             _fsync(f)
@@ -289,58 +472,28 @@ class Store:
         self.size = self.live = n
 
     def restore(self, now):
-        """Load the file into the core (missing file: empty start), then compact it.
-        A journal holds many versions of a session: the first pass only finds the last one
-        of each session and retained topic, the second builds just those (a board's heap
-        would not hold the garbage of every older version)."""
+        """Load the file into the core (missing file: empty start), then compact it. Two
+        passes through one small buffer: the first checks every record and finds the last
+        version of each retained topic and session, the second builds just those and
+        replays the changes recorded after them."""
         core = self.core
-        sessions = {}
-        retained = {}
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            size = os.stat(self.path)[6]
+            f = open(self.path, "rb")
         except OSError:
-            data = None
-        if data is not None:
-            bad = None
-            if data[: len(MAGIC)] != MAGIC:
-                bad = "not a midge persistence file"
-            mv = memoryview(data)
-            last = {}  # (kind R or S, key) -> (kind, body)
-            i = len(MAGIC)
-            while bad is None and i < len(data):
-                if i + 7 > len(data):
-                    break  # a record cut short by a crash: never acknowledged
-                kind, n, ck = struct.unpack(">BIH", mv[i : i + 7])
-                body = mv[i + 7 : i + 7 + n]
-                if len(body) < n:
-                    break
-                if sum(body) & 0xFFFF != ck or kind not in (_R, _S, _X):
-                    bad = "damaged record at byte %d" % i
-                    break
-                try:
-                    key = _Rd(body).s()
-                except (ValueError, UnicodeError):
-                    bad = "damaged record at byte %d" % i
-                    break
-                last[(_R if kind == _R else _S, key)] = (kind, body)
-                i += 7 + n
-            topics = {}  # one str per topic for all the queued messages
-            for key, (kind, body) in last.items():
-                r = _Rd(body)
-                try:
-                    if kind == _R:
-                        t = r.s()
-                        q = r.u()
-                        p = r.b()
-                        if p:
-                            retained[t] = Msg(t, p, q, True)
-                    elif kind == _S:
-                        s = _read_session(r, topics)
-                        sessions[s.cid] = s
-                except (ValueError, UnicodeError):
-                    bad = "damaged record for %r" % key[1]  # checksum right, content not
-            last = body = mv = data = None
+            f = None
+        if f is not None:
+            with f:
+                bad = None
+                if f.read(len(MAGIC)) != MAGIC:
+                    bad = "not a midge persistence file"
+                else:
+                    r = _In(f, self.wbuf, len(MAGIC))
+                    rlast, slast, end, bad = _scan(r, size)
+                    f.seek(len(MAGIC))
+                    r = _In(f, self.wbuf, len(MAGIC))
+                    err = self._load(r, rlast, slast, end)
+                    bad = bad or err
             if bad is not None:
                 aside = self.path + ".corrupt"
                 try:
@@ -350,14 +503,11 @@ class Store:
                 self.log(
                     WARN, "%s: %s; moved to %s, kept what came before" % (self.path, bad, aside)
                 )
-        for t, m in retained.items():
-            core.retained[t] = m
-        for cid, s in sessions.items():
-            if s is not None:
-                s.gone = core.uptime(now)
-                core.sessions[cid] = s
-                for f, q in s.subs.items():
-                    core.index.add(f, s, q)
+        gone = core.uptime(now)
+        for s in core.sessions.values():
+            s.gone = gone
+            for flt, q in s.subs.items():
+                core.index.add(flt, s, q)
         core.store = self
         self.compact()
         self.log(
@@ -365,3 +515,31 @@ class Store:
             "restored %d retained messages and %d sessions from %s"
             % (len(core.retained), len(core.sessions), self.path),
         )
+
+    def _load(self, r, rlast, slast, end):
+        """Second pass, up to byte end: the retained messages and sessions into the core."""
+        retained = self.core.retained
+        sessions = self.core.sessions
+        topics = {}  # one str per topic for all the queued messages
+        while r.pos < end:
+            at = r.pos
+            kind = r.header()
+            key = None
+            try:
+                key = r.s()
+                if kind == _R:
+                    if rlast.get(key) == at:
+                        q = r.u()
+                        retained[key] = Msg(key, r.b(), q, True)
+                elif kind == _S:
+                    if slast.get(key) == at:
+                        sessions[key] = _read_session(r, topics, key)
+                elif kind != _X:
+                    s = sessions.get(key)
+                    if s is not None:
+                        _apply(r, s, kind, topics)
+            except (ValueError, UnicodeError, IndexError, AttributeError):
+                # checksum right, content not
+                return "damaged record for %r at byte %d" % (key, at)
+            r.skip(r.end - r.pos)
+        return None
