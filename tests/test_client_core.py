@@ -2,7 +2,7 @@
 # time passed in. Runs on CPython and MicroPython.
 import support
 from midge import codec
-from midge.client_core import CONNECTED, MQTTException, Session
+from midge.client_core import MQTTException, Session
 from support import raises
 
 
@@ -46,7 +46,7 @@ def test_connect_packet_and_connack():
     (c,) = sent(s)
     assert c == codec.Connect("dev1", False, 30, "u", b"pw", "status/dev1", b"offline", 1, True)
     assert feed(s, codec.Connack(False, 0)) == [(support.CONNACK, None)]
-    assert s.state == CONNECTED
+    assert s.connected
 
 
 def test_connack_refusals_name_the_reason():
@@ -133,7 +133,7 @@ def test_retransmit_in_order_with_dup_after_reconnect():
     feed(s, codec.Ack(support.PUBREC, b))
     sent(s)
     s.lost(100)
-    assert s.state != CONNECTED
+    assert not s.connected
     d = s.put("t", b"d", 1)  # offline: queued behind the others
     s.begin(200)
     sent(s)

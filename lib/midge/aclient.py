@@ -3,10 +3,9 @@
 # ends at disconnect()). Waiting for acknowledgements is event-driven, never polled.
 import asyncio
 
-from midge.client_core import CONNECTED, MQTTException, Session
+from midge.client_core import MQTTException as MQTTException
+from midge.client_core import Session
 from midge.compat import ticks_diff, ticks_ms
-
-__all__ = ("AsyncClient", "MQTTException")
 
 
 class AsyncClient(Session):
@@ -37,14 +36,13 @@ class AsyncClient(Session):
         t = self.connect_timeout / 1000
         self._werr = None
         try:
-            kw = {}
+            ctx = host = None
             if self.ssl:  # a TLS setup error is a connect error, as in the blocking client
                 from midge import tls
 
-                kw["ssl"] = tls.context(self.ssl, self.ssl_params)
-                kw["server_hostname"] = self.ssl_params.get("server_hostname", self.server)
+                ctx, host = tls.args(self)
             self._r, self._w = await asyncio.wait_for(
-                asyncio.open_connection(self.server, self.port, **kw), t
+                asyncio.open_connection(self.server, self.port, ssl=ctx, server_hostname=host), t
             )
             self.begin(ticks_ms())
             self._out()  # CONNECT; MicroPython's connect (and TLS handshake) ends in drain()
@@ -58,7 +56,7 @@ class AsyncClient(Session):
                 % (self.server, self.port, str(e).strip() or "timed out")
             )
         try:
-            while self.state != CONNECTED:
+            while not self.connected:
                 await self._step()
         except MQTTException:
             await self._close()  # refused or timed out: the link is not left open
@@ -137,14 +135,15 @@ class AsyncClient(Session):
                     self._up = False
                     raise
 
-    async def _until(self, kind, arg, timeout_ms):
+    async def _until(self, pid, timeout_ms):
+        # Write what is queued, then wait until packet pid is acknowledged (Session._left).
         try:
             await self._flush()
         except MQTTException as e:
             self.last_error = str(e)  # the reader sees the link gone and reconnects
         t0 = ticks_ms()
         while True:
-            left = self._waiting(kind, arg, timeout_ms, ticks_diff(ticks_ms(), t0))
+            left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
             if not left:
                 return
             if not self._up:
@@ -157,23 +156,25 @@ class AsyncClient(Session):
 
     async def publish(self, topic, payload, qos=0, retain=False, wait=False, timeout_ms=30000):
         """As Client.publish, but written before it returns."""
-        if qos and self._n and self._w is not None:
-            await self._until(0, self._size(topic, payload), timeout_ms)
-        pid = self.put(topic, payload, qos, retain)
-        await self._until(1, pid if wait else -1, timeout_ms)
+        while True:
+            pid = self.put(topic, payload, qos, retain)
+            if pid >= 0:
+                break
+            await self._until(self._q[1], timeout_ms)  # the queue is full: the oldest goes
+        await self._until(pid if wait else -1, timeout_ms)
         return pid
 
     async def subscribe(self, filt, qos=0, handler=None, timeout_ms=10000):
         """As Client.subscribe."""
         pid = self.sub(filt, qos, handler)
         if pid:
-            await self._until(2, pid, timeout_ms)
+            await self._until(pid, timeout_ms)
             return self._granted(filt, pid)
 
     async def unsubscribe(self, filt, timeout_ms=10000):
         pid = self.unsub(filt)
         if pid:
-            await self._until(3, pid, timeout_ms)
+            await self._until(pid, timeout_ms)
 
     async def disconnect(self):
         self._up = False

@@ -5,7 +5,8 @@
 import select
 import socket
 
-from midge.client_core import CONNECTED, MQTTException, Session
+from midge.client_core import MQTTException as MQTTException
+from midge.client_core import Session
 from midge.compat import (
     set_nodelay,
     sleep_ms,
@@ -16,17 +17,15 @@ from midge.compat import (
     ticks_ms,
 )
 
-__all__ = ("Client", "MQTTException")
-
 
 class Client(Session):
     """MQTT 3.1.1 client for a blocking socket: Client(client_id, server="127.0.0.1",
-    port=1883, user=None, password=None, keepalive=60, clean_session=True, ssl=None,
+    port=0, user=None, password=None, keepalive=60, clean_session=True, ssl=None,
     ssl_params=None, reconnect=True, max_inflight=8, queue_count=16, queue_bytes=8192,
-    bufsize=256, backoff_min=500, backoff_max=30000); see client_core.py for the rules."""
+    bufsize=256, backoff_min=500, backoff_max=30000); port 0 means 1883, or 8883 with ssl.
+    See client_core.py for the rules."""
 
-    sock = None
-    _werr = None  # a write that failed, reported at the next step
+    sock = _werr = None  # _werr: a write that failed, reported at the next step
 
     def connect(self, timeout_ms=5000):
         """Open the link and wait for CONNACK; return session_present. Raises MQTTException
@@ -47,10 +46,7 @@ class Client(Session):
             if self.ssl:
                 from midge import tls
 
-                host = self.ssl_params.get("server_hostname", self.server)
-                s = self.sock = tls.context(self.ssl, self.ssl_params).wrap_socket(
-                    s, server_hostname=host
-                )
+                s = self.sock = tls.wrap(s, self)
         except (OSError, ValueError) as e:  # MicroPython's ssl: ValueError for a bad certificate
             self._close()
             raise MQTTException(
@@ -59,12 +55,11 @@ class Client(Session):
         sock_setup(s)
         self._pending = getattr(s, "pending", None)  # an SSL socket's decrypted, unread bytes
         p = select.poll()
-        p.register(s, select.POLLIN)
+        p.register(s, 1)  # POLLIN
         self._ipoll = getattr(p, "ipoll", p.poll)  # ipoll allocates nothing
-        self._werr = None
         self.begin(ticks_ms())
         try:
-            while self.state != CONNECTED:
+            while not self.connected:
                 self._step(-1)
         except OSError:
             self._close()
@@ -72,7 +67,8 @@ class Client(Session):
 
     def _close(self):
         s = self.sock
-        if s is not None:
+        self._werr = None
+        if s:
             self.sock = None
             try:
                 s.close()
@@ -80,7 +76,7 @@ class Client(Session):
                 pass
 
     def _out(self):
-        if self._werr is None and self.sock is not None:
+        if self._werr is None and self.sock:
             try:
                 sock_write(self.sock, self.out, self.nout)
             except OSError as e:
@@ -100,16 +96,16 @@ class Client(Session):
         self._flush()
         if t >= 0 and (timeout < 0 or t < timeout):
             timeout = t
-        ready = self._pending is not None and self._pending()
-        if not ready:
+        if not (self._pending and self._pending()):
             for _ in self._ipoll(timeout):
-                ready = True
-        if not ready:
-            return 0
+                break
+            else:
+                return 0
         try:
             n = sock_readinto(self.sock, self._dec.write_buffer())
         except OSError as e:
-            raise MQTTException("connection lost: %s" % e)
+            self._werr = e
+            n = self._flush()  # raises
         if not n:
             raise MQTTException("broker closed the connection")
         self._dec.commit(n)
@@ -117,21 +113,12 @@ class Client(Session):
         self._flush()
         return n
 
-    def _fail(self, e):
-        # The link broke: close it, remember why, and plan a reconnect (or re-raise).
-        self._close()
-        self.last_error = str(e)
-        self.lost(ticks_ms())
-        if not (self.reconnect and self._up):
-            self._up = False
-            raise e
-
     def loop(self, timeout_ms=0):
         """One bounded step: send what is queued, wait up to timeout_ms for input, deliver
         messages, keep the link alive, reconnect when it is due. Returns the number of
         messages delivered."""
         try:
-            if self.sock is not None:
+            if self.sock:
                 return self._step(timeout_ms)
             if not self._up:
                 raise MQTTException("not connected")
@@ -143,26 +130,31 @@ class Client(Session):
             self.reconnects += 1
             self._open()
         except MQTTException as e:
-            self._fail(e)
+            # The link broke: close it, remember why, and plan a reconnect (or re-raise).
+            self._close()
+            self.last_error = str(e)
+            self.lost(ticks_ms())
+            if not (self.reconnect and self._up):
+                self._up = False
+                raise
         return 0
 
     def _send(self):
-        try:
-            self._flush()
-        except MQTTException as e:
-            self._fail(e)
+        # Write what is queued now; a broken link is handled as loop() does.
+        if self.nout or self._werr is not None:
+            self.loop(0)
 
     def loop_forever(self):
         """Run until disconnect() (from a handler) or, without reconnect, an error."""
         while self._up:
             self.loop(60000)
 
-    def _until(self, kind, arg, timeout_ms):
-        # Send what is queued, then loop until the wait `kind` is over (see Session._waiting).
+    def _until(self, pid, timeout_ms):
+        # Send what is queued, then loop until packet pid is acknowledged (Session._left).
         self._send()
         t0 = ticks_ms()
         while True:
-            left = self._waiting(kind, arg, timeout_ms, ticks_diff(ticks_ms(), t0))
+            left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
             if not left:
                 return
             self.loop(left)
@@ -174,13 +166,13 @@ class Client(Session):
         for QoS 1/2, returns once PUBACK/PUBCOMP arrived (MQTTException after timeout_ms;
         the message stays queued). When the queue is full, this waits for acknowledgements
         while connected and raises MQTTException while offline."""
-        if qos and self._n and self.sock is not None:
-            n = self._size(topic, payload)
-            if not self.room(n):
-                self._until(0, n, timeout_ms)
-        pid = self.put(topic, payload, qos, retain)
+        while True:
+            pid = self.put(topic, payload, qos, retain)
+            if pid >= 0:
+                break
+            self._until(self._q[1], timeout_ms)
         if wait:
-            self._until(1, pid, timeout_ms)
+            self._until(pid, timeout_ms)
         elif self._werr is not None:
             self._send()
         return pid
@@ -191,13 +183,13 @@ class Client(Session):
         (MQTTException when the broker refuses); offline, returns None."""
         pid = self.sub(filt, qos, handler)
         if pid:
-            self._until(2, pid, timeout_ms)
+            self._until(pid, timeout_ms)
             return self._granted(filt, pid)
 
     def unsubscribe(self, filt, timeout_ms=10000):
         pid = self.unsub(filt)
         if pid:
-            self._until(3, pid, timeout_ms)
+            self._until(pid, timeout_ms)
 
     def disconnect(self):
         """Send DISCONNECT (the will is not published) and close; no reconnect after it."""

@@ -1,8 +1,8 @@
 # The MQTT 3.1.1 client session without I/O (the h11 model), and everything the blocking
 # (client.py) and asyncio (aclient.py) drivers share: bytes in through receive_data() (or
 # straight into the decoder, `_dec`), packets out of next_event() (or handle(), which
-# dispatches them),
-# bytes to send in `out[:nout]` (then sent(now)), time passed in as ticks_ms integers.
+# dispatches them), bytes to send in `out[:nout]` (then sent(now)), time passed in as
+# ticks_ms integers.
 #
 # Output coalesces: packets are appended to `out` and a driver writes them in one go per
 # loop step. When the next packet does not fit, _out() is called first: a driver writes
@@ -18,10 +18,6 @@ import random
 from midge import codec, topics
 from midge.compat import const, ticks_add, ticks_diff
 
-DISCONNECTED = const(0)
-CONNECTING = const(1)
-CONNECTED = const(2)
-
 # packet types (codec's numbers, folded into the bytecode here)
 _CONNACK = const(2)
 _PUBLISH = const(3)
@@ -33,16 +29,14 @@ _SUBACK = const(9)
 _UNSUBACK = const(11)
 _PINGRESP = const(13)
 
+# the packet types a broker may send once connected, as bits
+_EXPECTED = const(0x2AF8)  # PUBLISH..PUBCOMP (3..7), SUBACK 9, UNSUBACK 11, PINGRESP 13
+
 # queue entry state: PUBLISH header flags (retain 1, QoS << 1, DUP 8), plus
 _REL = const(16)  # PUBREC received, PUBREL due/sent
 
-
-_WAITS = ("room in the publish queue", "PUBACK/PUBCOMP", "SUBACK", "UNSUBACK")
-
-
-# CONNACK return codes 1..5 (MQTT 3.1.1 table 3.1), for error messages
-_CONNACK_REASONS = (
-    "accepted",
+# CONNACK return codes 1..5 (MQTT 3.1.1 table 3.1; the codec refuses others)
+_REFUSED = (
     "unacceptable protocol version",
     "identifier rejected",
     "server unavailable",
@@ -62,15 +56,32 @@ def _str(s):
     return s if isinstance(s, str) else str(s, "utf-8")
 
 
+def _qos(q):
+    if not 0 <= q <= 2:
+        raise ValueError("QoS must be 0, 1 or 2")
+
+
 class Session:
     """One client's MQTT state across connections: queue, in-flight window, QoS 2 ids,
-    subscriptions, keepalive and reconnect timing; where to connect, for the drivers."""
+    subscriptions, keepalive and reconnect timing; where to connect, for the drivers
+    (port 0: 1883, or 8883 with ssl)."""
+
+    # State kept in the class until an instance changes it (a smaller instance dict).
+    will = callback = last_error = None  # last_error: why the link last broke (str)
+    connect_timeout = 5000
+    # connected: CONNACK came and the link is up; _wait: CONNECT sent, no CONNACK yet;
+    # _up: between a driver's connect() and disconnect()
+    connected = session_present = _wait = _up = _ping = False
+    nout = dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
+    _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = 0
+    _ack = _lt = None  # the last SUBACK/UNSUBACK; the last topic published,
+    _ltb = b""  # and its checked encoding
 
     def __init__(
         self,
         client_id,
         server="127.0.0.1",
-        port=1883,
+        port=0,
         user=None,
         password=None,
         keepalive=60,
@@ -87,7 +98,6 @@ class Session:
     ):
         self.client_id = client_id
         self.server = server
-        self.port = port or (8883 if ssl else 1883)
         self.user = user
         self.password = password
         self.keepalive = keepalive
@@ -100,27 +110,13 @@ class Session:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.bufsize = bufsize
+        self.port = port or (8883 if ssl else 1883)
         self.out = bytearray(bufsize)
         self.subs = []  # [filter, qos, handler, sent] in subscription order
         self._unsubs = []  # filters unsubscribed while offline
         self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
         self._acks = []  # ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
         self._q = [None] * (4 * queue_count)  # type: list
-
-    # Defaults kept in the class until an instance changes them (a smaller instance dict).
-    will = callback = last_error = None  # last_error: why the link last broke (str)
-    connect_timeout = 5000
-    state = DISCONNECTED
-    session_present = _up = _ping = False  # _up: between a driver's connect() and disconnect()
-    nout = dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
-    _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = _t0 = 0
-    _ack = None  # the last SUBACK/UNSUBACK
-    _lt = None  # the last topic published,
-    _ltb = b""  # and its checked encoding
-
-    @property
-    def connected(self):
-        return self.state == CONNECTED
 
     def set_will(self, topic, payload, qos=0, retain=False):
         topics.check_topic(_str(topic))
@@ -136,11 +132,9 @@ class Session:
         """Start a connection (the transport is open): CONNECT goes into the output."""
         self._dec = codec.Decoder(bufsize=self.bufsize, reuse=True)
         self.nout = 0
-        self.state = CONNECTING
-        self._ping = False
-        self._acks = []
-        self._rx = self._tx = self._t0 = now
-        w = self.will or (None, None, 0, False)
+        self.connected = self._ping = False
+        self._wait = True
+        self._rx = self._tx = now  # _rx: when CONNECT went, until CONNACK
         self._append(
             codec.encode(
                 codec.Connect(
@@ -149,50 +143,47 @@ class Session:
                     self.keepalive,
                     self.user,
                     self.password,
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
+                    *(self.will or (None, None, 0, False)),
                 )
             )
         )
 
     def end(self):
         """A clean goodbye: DISCONNECT goes into the output; no reconnect after it."""
-        if self.state == CONNECTED:
+        if self.connected:
             self._append(codec.DISCONNECT_BYTES)
-        self.state = DISCONNECTED
+        self.connected = self._wait = False
         self._retry_at = None
 
     def lost(self, now):
         """The transport broke: forget the connection, plan the next attempt (backoff with
         jitter); the queue, in-flight messages and subscriptions stay."""
-        self.state = DISCONNECTED
+        self.connected = self._wait = False
         self.nout = self._sent = 0
-        d = min(self.backoff_max, self.backoff_min << min(self._tries, 16))
+        self._acks = []
+        d = min(self.backoff_max, self.backoff_min << min(self._tries, 16)) // 2
         self._tries += 1
-        self._retry_at = ticks_add(now, d // 2 + random.getrandbits(16) * (d // 2) // 65535)
+        self._retry_at = ticks_add(now, d + random.getrandbits(16) * d // 65535)
 
     def retry_in(self, now):
         """ms until the next reconnect attempt is due (0: now; None: not planned)."""
-        if self._retry_at is None:
-            return None
-        return max(0, ticks_diff(self._retry_at, now))
+        if self._retry_at is not None:
+            return max(0, ticks_diff(self._retry_at, now))
 
     def tick(self, now):
         """Run the timers: PINGREQ when idle, MQTTException when CONNACK or the broker is
         overdue. Returns ms until the next timer is due (-1: none)."""
-        if self.state == CONNECTING:
-            t = self.connect_timeout - ticks_diff(now, self._t0)
+        rx = ticks_diff(now, self._rx)
+        if self._wait:
+            t = self.connect_timeout - rx
             if t <= 0:
                 raise MQTTException(
                     "timed out waiting for CONNACK after %d s" % (self.connect_timeout // 1000)
                 )
             return t
         ka = self.keepalive * 1000
-        if self.state != CONNECTED or not ka:
+        if not (self.connected and ka):
             return -1
-        rx = ticks_diff(now, self._rx)
         dead = ka * 3 // 2 - rx
         if dead <= 0:
             raise MQTTException(
@@ -202,12 +193,12 @@ class Session:
             t = ka - max(rx, ticks_diff(now, self._tx))
             if t > 0:
                 return min(t, dead)
-            self._append(codec.PINGREQ_BYTES)
-            self._ping = True
+            self.ping()
         return dead
 
     def ping(self):
         self._append(codec.PINGREQ_BYTES)
+        self._ping = True
 
     def sent(self, now):
         """out[:nout] was written."""
@@ -240,53 +231,70 @@ class Session:
                 return None
             self._rx = now
             t = p.type
-            if t == _CONNACK:
-                if self.state != CONNECTING:
-                    break
-                return self._connack(p)
-            if self.state != CONNECTED:
-                break
-            if t == _PUBLISH:
-                q = p.qos
-                if q == 1:
-                    self._pid(0x40, p.pid)
-                elif q == 2:
-                    self._pid(0x50, p.pid)
-                    if p.pid in self._qos2_in:
-                        continue
-                    self._qos2_in.append(p.pid)
+            if t == _CONNACK and self._wait:
+                rc = p.return_code
+                if rc:
+                    raise MQTTException(
+                        "connection refused: %s (CONNACK %d)" % (_REFUSED[rc - 1], rc)
+                    )
+                self.connected = True
+                self._wait = False
+                self._tries = 0
+                sp = self.session_present = p.session_present
+                if not sp:
+                    self._qos2_in = []
+                filters = []  # (a comprehension would make sp a cell: 32 B per call)
+                for s in self.subs:
+                    if not (sp and s[3]):
+                        filters.append((s[0], s[1]))
+                    s[3] = True
+                if filters:
+                    self._req(codec.Subscribe, filters)
+                if sp and self._unsubs:
+                    self._req(codec.Unsubscribe, self._unsubs)
+                self._unsubs = []
+                self._sent = 0  # everything on the wire before goes again, in order
+                self._pump()
                 return p
-            if t == _PUBREL:
-                if p.pid in self._qos2_in:
-                    self._qos2_in.remove(p.pid)
-                self._pid(0x70, p.pid)
-                continue
+            if not (self.connected and _EXPECTED >> t & 1):
+                raise MQTTException("unexpected packet type %d from the broker" % t)
             if t == _PINGRESP:
                 self._ping = False
                 continue
-            if t == _SUBACK or t == _UNSUBACK:
-                if p.pid in self._acks:
-                    self._acks.remove(p.pid)
+            pid = p.pid
+            ids = self._qos2_in
+            if t == _PUBLISH:
+                if p.qos:
+                    self._pid(0x30 + 16 * p.qos, pid)  # PUBACK or PUBREC
+                if p.qos == 2:
+                    if pid in ids:
+                        continue
+                    ids.append(pid)
                 return p
-            if not _PUBACK <= t <= _PUBCOMP:
-                break
-            # PUBACK, PUBREC, PUBCOMP for an outgoing message
-            k = self._find(p.pid)
-            if k < 0 or k >= self._sent:
-                continue  # a late answer for a message already complete
-            q = self._q
-            st = q[4 * k]
-            if t == _PUBREC:
-                if st & 6 == 4:
-                    q[4 * k] = st | _REL
-                    self._pid(0x62, p.pid)
+            if t == _PUBREL:
+                if pid in ids:
+                    ids.remove(pid)
+                self._pid(0x70, pid)
                 continue
-            if st & 6 != (2 if t == _PUBACK else 4):
-                continue
-            self._remove(k)
-            self._pump()
-            return p
-        raise MQTTException("unexpected packet type %d from the broker" % t)
+            if t == _SUBACK or t == _UNSUBACK:
+                if pid in self._acks:
+                    self._acks.remove(pid)
+                self._ack = p
+                return p
+            # PUBACK, PUBREC or PUBCOMP for an outgoing message
+            k = self._find(pid)
+            if 0 <= k < self._sent:  # else a late answer for a completed message
+                q = self._q
+                st = q[4 * k]
+                if t == _PUBREC:
+                    if st & 6 == 4:
+                        q[4 * k] = st | _REL
+                        self._pid(0x62, pid)
+                elif st & 6 == 2 if t == _PUBACK else st & _REL:
+                    self._remove(k)
+                    self._pump()
+                    return p
+            continue
 
     def handle(self, now):
         """Take every whole packet received: messages go to the handlers of every matching
@@ -296,75 +304,43 @@ class Session:
             p = self.next_event(now)
             if p is None:
                 return n
-            t = p.type
-            if t == _PUBLISH:
+            if p.type == _PUBLISH:
                 n += 1
-                hit = False
+                cb = self.callback
                 # p is the decoder's reused object: a handler that runs the loop again (a
                 # waiting publish) refills it, so every handler gets this message's fields.
                 topic = p.topic
                 payload = p.payload
                 for s in self.subs:
-                    if s[2] is not None and topics.matches(s[0], topic):
+                    if s[2] and topics.matches(s[0], topic):
                         s[2](topic, payload, p)
-                        hit = True
-                if not hit and self.callback is not None:
-                    self.callback(topic, payload, p)
-            elif t == _SUBACK or t == _UNSUBACK:
-                self._ack = p
+                        cb = None
+                if cb:
+                    cb(topic, payload, p)
 
-    def _waiting(self, kind, arg, timeout, spent):
-        # A driver's wait (kind: an index of _WAITS) after `spent` of `timeout` ms: ms left
-        # while it must go on, 0 when it is over; MQTTException when the time is up.
-        if kind == 0:
-            w = self._n and not self.room(arg)
-        elif kind == 1:
-            w = self._find(arg) >= 0
-        else:
-            a = self._ack
-            w = self.state == CONNECTED and (a is None or a.pid != arg)
-        if not w:
+    def _left(self, pid, timeout, spent):
+        # A driver's wait for packet id pid after `spent` of `timeout` ms: ms left while it
+        # is pending, 0 when it is over; MQTTException when the time is up.
+        if not self.pending(pid):
             return 0
         if spent >= timeout:
-            raise MQTTException("timed out waiting for %s after %d ms" % (_WAITS[kind], timeout))
+            raise MQTTException("no acknowledgement of packet %d after %d ms" % (pid, timeout))
         return timeout - spent
 
     def _granted(self, filt, pid):
         # The QoS in the SUBACK for pid (None if none came); a refusal forgets the filter
         # and raises.
         a = self._ack
-        if a is not None and a.pid == pid:
+        if a and a.pid == pid:
             if a.codes[0] == 0x80:
                 self.forget(filt)
                 raise MQTTException("subscription to %r refused by the broker" % filt)
             return a.codes[0]
 
-    def _connack(self, p):
-        rc = p.return_code
-        if rc:
-            reason = _CONNACK_REASONS[rc] if rc < 6 else "unknown reason"
-            raise MQTTException("connection refused: %s (CONNACK %d)" % (reason, rc))
-        self.state = CONNECTED
-        self._tries = 0
-        sp = self.session_present = p.session_present
-        if not sp:
-            self._qos2_in = []
-        filters = [(s[0], s[1]) for s in self.subs if not (sp and s[3])]
-        if filters:
-            self._append(codec.encode(codec.Subscribe(self._newpid(True), filters)))
-            for s in self.subs:
-                s[3] = True
-        if sp and self._unsubs:
-            self._append(codec.encode(codec.Unsubscribe(self._newpid(True), self._unsubs)))
-        self._unsubs = []
-        self._sent = 0  # everything on the wire before goes again, in order
-        self._pump()
-        return p
-
     # ------------------------------------------------------------ output
 
     def _grow(self, n):
-        """Make room for n more output bytes; return the index to write at."""
+        # Make room for n more output bytes; return the index to write at.
         i = self.nout
         if i + n > len(self.out):
             if i:
@@ -378,8 +354,8 @@ class Session:
 
     def _append(self, data):
         i = self._grow(len(data))
-        self.out[i : i + len(data)] = data
         self.nout = i + len(data)
+        self.out[i : self.nout] = data
 
     def _pid(self, b0, pid):
         # A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP with first byte b0.
@@ -394,42 +370,41 @@ class Session:
     def _emit(self, st, pid, tb, pay):
         # PUBLISH with header flags st, appended to the output buffer.
         i = self._grow(len(tb) + len(pay) + 9)
-        q = (st >> 1) & 3
-        self.nout = codec.encode_publish(self.out, tb, pay, q, st & 1, st & 8, pid, i)
+        self.nout = codec.encode_publish(self.out, tb, pay, st >> 1 & 3, st & 1, st & 8, pid, i)
 
     def put(self, topic, payload, qos=0, retain=False):
         """Send or queue one message; return its packet id (0 for QoS 0).
 
         QoS 0 goes into the output at once when connected; otherwise the message is queued
         (offline QoS 0 messages are dropped oldest-first when the queue is full, counted in
-        `dropped`). QoS 1/2 raise MQTTException when the queue is full (see room()).
+        `dropped`). When the queue is full, a QoS 1/2 message raises MQTTException while
+        offline; connected, put returns -1: wait until the oldest message is acknowledged
+        (packet id _q[1]) and put it again.
         """
         if topic != self._lt:
             s = _str(topic)
             topics.check_topic(s)
             self._ltb = s.encode()
-            if len(self._ltb) > 65535:
-                raise ValueError("topic over 65535 bytes")
             self._lt = topic if isinstance(topic, (str, bytes)) else s
         if isinstance(payload, str):
             payload = payload.encode()
         st = 1 if retain else 0
-        if not qos and self.state == CONNECTED:
+        if not qos and self.connected:
             self._emit(st, 0, self._ltb, payload)
             return 0
-        if not 0 <= qos <= 2:
-            raise ValueError("QoS must be 0, 1 or 2")
+        _qos(qos)
         if not isinstance(payload, bytes):
             payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
         size = len(self._ltb) + len(payload)
-        while not self.room(size):
-            k = self._sent
-            while k < self._n and self._q[4 * k] & 6:
-                k += 1
-            if k == self._n:  # no QoS 0 message to drop
+        q = self._q
+        while 4 * self._n >= len(q) or self._qb + size > self.queue_bytes:
+            k = self._find(0)  # the oldest QoS 0 message (queued offline) goes first
+            if k < 0:
                 if not qos:
                     self.dropped += 1
                     return 0
+                if self._n and self.connected:
+                    return -1
                 raise MQTTException(
                     "publish queue full (%d messages, %d of %d bytes)"
                     % (self._n, self._qb, self.queue_bytes)
@@ -438,7 +413,6 @@ class Session:
             self.dropped += 1
         pid = self._newpid() if qos else 0
         j = 4 * self._n
-        q = self._q
         q[j] = st | qos << 1
         q[j + 1] = pid
         q[j + 2] = self._ltb
@@ -448,18 +422,10 @@ class Session:
         self._pump()
         return pid
 
-    def room(self, size):
-        """True when a message of `size` topic+payload bytes fits the queue now."""
-        return 4 * self._n < len(self._q) and self._qb + size <= self.queue_bytes
-
-    def _size(self, topic, payload):
-        # The topic+payload bytes the queue counts for this message (UTF-8, not str length).
-        t = self._ltb if topic == self._lt else _str(topic).encode()
-        return len(t) + len(payload.encode() if isinstance(payload, str) else payload)
-
     def pending(self, pid):
-        """True while the outgoing message with this packet id is not complete."""
-        return self._find(pid) >= 0
+        """True while the message, SUBSCRIBE or UNSUBSCRIBE with this packet id waits for
+        its acknowledgement."""
+        return self._find(pid) >= 0 or pid in self._acks
 
     def queued(self):
         """Messages queued or in flight."""
@@ -469,7 +435,7 @@ class Session:
         # Put queued messages on the wire in order, keeping at most max_inflight in flight.
         q = self._q
         k = self._sent
-        while k < self._n and k < self.max_inflight and self.state == CONNECTED:
+        while k < self._n and k < self.max_inflight and self.connected:
             j = 4 * k
             st = q[j]
             if st & _REL:
@@ -503,44 +469,42 @@ class Session:
         if k < self._sent:
             self._sent -= 1
 
-    def _newpid(self, ack=False):
+    def _newpid(self):
         # A packet id no message in the queue and no SUBSCRIBE/UNSUBSCRIBE waiting for its
-        # ack holds (MQTT-2.3.1-2); ack=True reserves it for one until that ack.
+        # ack holds (MQTT-2.3.1-2).
         while True:
             p = self._lastpid % 65535 + 1
             self._lastpid = p
-            if self._find(p) < 0 and p not in self._acks:
-                if ack:
-                    self._acks.append(p)
+            if not self.pending(p):
                 return p
 
     # ------------------------------------------------------------ subscriptions
+
+    def _req(self, cls, items):
+        # SUBSCRIBE or UNSUBSCRIBE into the output, its id reserved until the ack.
+        pid = self._newpid()
+        self._acks.append(pid)
+        self._append(codec.encode(cls(pid, items)))
+        return pid
 
     def sub(self, filt, qos=0, handler=None):
         """Remember a subscription (it survives reconnects); when connected, SUBSCRIBE goes
         into the output and its packet id is returned (else 0)."""
         filt = _str(filt)
         topics.check_filter(filt)
-        if not 0 <= qos <= 2:
-            raise ValueError("QoS must be 0, 1 or 2")
+        _qos(qos)
         self.forget(filt)
-        on = self.state == CONNECTED
+        on = self.connected
         self.subs.append([filt, qos, handler, on])
-        if not on:
-            return 0
-        pid = self._newpid(True)
-        self._append(codec.encode(codec.Subscribe(pid, [(filt, qos)])))
-        return pid
+        return on and self._req(codec.Subscribe, [(filt, qos)])
 
     def unsub(self, filt):
         """Forget a subscription; UNSUBSCRIBE goes out now or after the next reconnect."""
         self.forget(filt)
-        if self.state != CONNECTED:
-            self._unsubs.append(filt)
-            return 0
-        pid = self._newpid(True)
-        self._append(codec.encode(codec.Unsubscribe(pid, [filt])))
-        return pid
+        if self.connected:
+            return self._req(codec.Unsubscribe, [filt])
+        self._unsubs.append(filt)
+        return 0
 
     def forget(self, filt):
         """Drop a subscription record without telling the broker."""

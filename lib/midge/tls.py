@@ -3,6 +3,17 @@ import ssl as _ssl
 from binascii import a2b_base64
 
 
+def args(c):
+    """(SSLContext, server_hostname) for client c's `ssl`, `ssl_params` and `server`."""
+    return context(c.ssl, c.ssl_params), c.ssl_params.get("server_hostname", c.server)
+
+
+def wrap(sock, c):
+    """sock wrapped in TLS for client c (the handshake happens here)."""
+    ctx, host = args(c)
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
 def context(ssl, params):
     """The SSLContext for the `ssl`/`ssl_params` arguments: an SSLContext is used as given;
     True builds a client context verifying the server against params["cafile"], or the

@@ -2,9 +2,8 @@
 #   from midge.umqtt import MQTTClient
 # and gets one write per packet, keepalive pings from wait_msg()/check_msg(), QoS 2, and
 # errors that say what happened (MQTTException is an OSError, as umqtt's socket errors are).
-from midge.client import Client, MQTTException
-
-__all__ = ("MQTTClient", "MQTTException")
+from midge.client import Client
+from midge.client import MQTTException as MQTTException
 
 
 class MQTTClient(Client):
@@ -40,7 +39,7 @@ class MQTTClient(Client):
 
     def ping(self):
         Client.ping(self)
-        self._send()
+        self._flush()  # written now; the PINGRESP is left for wait_msg()
 
     def subscribe(self, topic, qos=0):
         Client.subscribe(self, topic, qos)
