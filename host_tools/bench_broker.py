@@ -52,6 +52,34 @@ def _throughput(opts, mpydir, out):
         return json.load(f)
 
 
+def _qos1_floor(opts, out):
+    """QoS 1 round trips of midge (CPython), the Python floor (host_tools.bench_floor: PUBACK
+    and pass on, nothing else) and Mosquitto, side by side in a run of their own."""
+    cmd = [
+        sys.executable,
+        os.path.join(SHARED, "run_anchors.py"),
+        "--custom",
+        "midge-cpy:28840:env PYTHONPATH=%s %s -m midge.broker_fast --port 28840"
+        % (os.path.join(ROOT, "lib"), PY),
+        "--custom",
+        "python-floor:28842:env PYTHONPATH=%s %s -m host_tools.bench_floor 28842" % (ROOT, PY),
+        "--brokers",
+        "midge-cpy,python-floor,mosquitto",
+        "--scenarios",
+        "qos1",
+        "--reps",
+        str(opts.reps),
+        "--out",
+        out,
+    ]
+    if opts.quick:
+        cmd += ["--bench-args", "--duration 3 --count 20000"]
+    subprocess.run(cmd, check=True, timeout=1800)
+    with open(os.path.join(out, "summary.json")) as f:
+        q = json.load(f)["qos1"]
+    return {b: q.get(b, {}).get("msgs_per_s", {}).get("median") for b in q}
+
+
 # ---- MicroPython heap figures (raw MQTT over sockets, no third-party code)
 
 
@@ -243,6 +271,7 @@ def run(opts):
         good = [r for r in rings if r["ok"]]
         heap["ring_128K"] = dict(good[0] if good else rings[0], runs=len(rings), passed=len(good))
         summ = _throughput(opts, mpydir, out)
+        floor = _qos1_floor(opts, os.path.join(out, "floor"))
     rows = [
         ("fanin", "delivered_per_s", "fan-in 4→1 QoS 0 msgs/s", True),
         ("fanout", "delivered_per_s", "fan-out 1→50 deliveries/s", True),
@@ -255,7 +284,7 @@ def run(opts):
         "| scenario | %s | CPython/Mosquitto | CPython/nodelay |" % " | ".join(names),
         "|---|---|---|---|---|---|---|",
     ]
-    data = {"throughput": summ, "micropython_heap": heap}
+    data = {"throughput": summ, "micropython_heap": heap, "qos1_floor": floor}
     for sc, key, label, _ in rows:
         if sc not in summ:
             continue
@@ -263,6 +292,16 @@ def run(opts):
         r = ["%.2f×" % (v[0] / m) if v[0] and m else "n/a" for m in (v[2], v[3])]
         md.append("| %s | %s | %s |" % (label, " | ".join(_fmt(x) for x in v), " | ".join(r)))
     ring = heap["ring_128K"]
+    m, f, q = (floor.get(b) for b in ("midge-cpy", "python-floor", "mosquitto"))
+    if m and f and q:
+        md += [
+            "",
+            "QoS 1 round trips in a run of their own, beside the least a CPython asyncio server",
+            "can do per round trip (`host_tools/bench_floor.py`: PUBACK and pass on, no MQTT",
+            "logic): midge %s, Python floor %s, Mosquitto %s msgs/s; midge/floor %.2f×,"
+            % (_fmt(m), _fmt(f), _fmt(q), m / f),
+            "floor/Mosquitto %.2f×, midge/Mosquitto %.2f×." % (f / q, m / q),
+        ]
     md += [
         "",
         "midge on MicroPython, lib as .mpy (loaded into the heap, as on a board without frozen",
