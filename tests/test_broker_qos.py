@@ -1,7 +1,7 @@
 # Broker core (sans-I/O, both runtimes): QoS 1/2 flows, retained messages, shared encodings.
 import support
 from brokerpeer import Peer, connack
-from midge import broker_core
+from midge import broker_core, brokerconf
 from midge import codec as C
 from midge.compat import MICROPYTHON
 
@@ -95,11 +95,36 @@ def test_retained_set_replace_clear():
     assert b.retained == {}
 
 
-def test_board_defaults_bound_packets_and_queues():
-    board = (16384, 16384) if MICROPYTHON else (0, 0)
+def test_max_retained_messages_keeps_no_new_topic_but_delivers_it():
+    logs = []
+    conf = brokerconf.parse("max_retained_messages 2\n")
+    b = broker_core.Broker(conf, log=lambda lv, m: logs.append(m))
+    b.publish_sys(0)  # the broker's own $SYS topics are not counted
+    p = Peer(b, "p")
+    connack(p)
+    live = Peer(b, "live")
+    live.sub("r/#")
+    for t in ("r/1", "r/2", "r/3", "r/1", "r/4"):
+        p.send(C.Publish(t, t.encode(), 0, retain=True))
+    assert [g.payload for g in live.pubs()] == [b"r/1", b"r/2", b"r/3", b"r/1", b"r/4"]
+    late = Peer(b, "late").sub("r/#")[1:]
+    assert sorted((g.topic, g.payload) for g in late) == [("r/1", b"r/1"), ("r/2", b"r/2")]
+    assert logs == ["max_retained_messages reached: 'r/3' not kept"]  # once, not per drop
+    assert ("retained messages/dropped", 2) in b.sys_values(0)
+    p.send(C.Publish("r/2", b"", 0, retain=True))  # clearing always works, and makes room
+    p.send(C.Publish("r/4", b"kept", 0, retain=True))
+    p.send(C.Publish("r/1", b"replaced", 0, retain=True))  # so does replacing at the limit
+    assert (b.retained["r/1"].payload, b.retained["r/4"].payload) == (b"replaced", b"kept")
+    assert "r/2" not in b.retained and "r/3" not in b.retained
+
+
+def test_board_defaults_bound_packets_queues_and_retained():
+    board = (16384, 16384, 100) if MICROPYTHON else (0, 0, 0)
     c = broker_core.Broker().conf
-    assert (c["max_packet_size"], c["max_queued_bytes"]) == board
+    keys = ("max_packet_size", "max_queued_bytes", "max_retained_messages")
+    assert tuple(c[k] for k in keys) == board
     assert broker_core.Broker({"max_packet_size": 0}).conf["max_packet_size"] == 0
+    assert broker_core.Broker({"max_retained_messages": 0}).conf["max_retained_messages"] == 0
     p = Peer(broker_core.Broker(), "big")
     connack(p)
     p.raw(bytes((0x30, 0xA0, 0x9C, 0x01)))  # a PUBLISH of 20000 bytes: its fixed header

@@ -40,10 +40,11 @@ class Core:
             "max_connections": -1,
             "max_inflight_messages": 20,
             "max_queued_messages": 1000,
-            # a board's heap (~128 KB) bounds what untrusted clients may grow: one packet
-            # and each offline queue; 0 = no limit
+            # a board's heap (~128 KB) bounds what untrusted clients may grow: one packet,
+            # each offline queue and the retained topics; 0 = no limit
             "max_queued_bytes": 16384 if MICROPYTHON else 0,
             "max_packet_size": 16384 if MICROPYTHON else 0,
+            "max_retained_messages": 100 if MICROPYTHON else 0,
             "max_subscriptions": 0,
             "retain_available": True,
             "sys_interval": 10,
@@ -60,6 +61,8 @@ class Core:
         self.max_queued = c["max_queued_messages"]
         self.max_qbytes = c["max_queued_bytes"]
         self.max_wbuf = c["max_write_buffer"]
+        # retained topics kept (0: no limit, a small int); publish_sys adds its $SYS ones
+        self.max_retained = c["max_retained_messages"] or 0x3FFF0000
         self.sessions = {}
         self.conns = {}
         self.index = topics.TopicIndex()
@@ -76,6 +79,7 @@ class Core:
         self.up = 0
         self.nid = 0
         self.rx_msgs = self.tx_msgs = self.rx_bytes = self.tx_bytes = self.dropped = 0
+        self.rdropped = 0  # retained messages not kept (max_retained_messages)
 
     # ---- driver interface
 
@@ -217,10 +221,16 @@ class Core:
                 if self.retained.pop(m.topic, None) is not None and self.store:
                     self.store.retained(m.topic, None)
             elif self.conf["retain_available"]:
-                self.retained[m.topic] = m
-                if self.store:
-                    self.store.retained(m.topic, m)
-                    self.durable = True
+                r = self.retained
+                if m.topic in r or len(r) < self.max_retained:
+                    r[m.topic] = m
+                    if self.store:
+                        self.store.retained(m.topic, m)
+                        self.durable = True
+                else:  # a new topic beyond max_retained_messages: delivered, not kept
+                    self.rdropped += 1
+                    if self.rdropped & 1023 == 1:
+                        self.log(WARN, "max_retained_messages reached: %r not kept" % m.topic)
         mq = m.qos
         for s, q in self.index.match(m.topic).items():
             self._deliver(s, m, q if q < mq else mq, 0)
@@ -323,6 +333,7 @@ class Core:
             ("bytes/received", self.rx_bytes),
             ("bytes/sent", self.tx_bytes),
             ("retained messages/count", len(self.retained)),
+            ("retained messages/dropped", self.rdropped),
         ]
         h = mem_alloc()
         if h is not None:
@@ -333,7 +344,9 @@ class Core:
         return v
 
     def publish_sys(self, now):
-        for k, val in self.sys_values(now):
+        v = self.sys_values(now)
+        self.max_retained = (self.conf["max_retained_messages"] or 0x3FFF0000) + len(v)
+        for k, val in v:
             t = _SYS + k
             m = Msg(t, str(val).encode(), 0, False)
             self.retained[t] = m

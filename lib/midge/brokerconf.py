@@ -22,6 +22,7 @@ OPTIONS = {
     "max_queued_messages": _INT,
     "max_queued_bytes": _INT,
     "max_packet_size": _INT,
+    "max_retained_messages": _INT,
     "max_subscriptions": _INT,
     "retain_available": _BOOL,
     "sys_interval": _INT,
