@@ -68,7 +68,8 @@ class Core:
         self.index = topics.TopicIndex()
         self.retained = {}
         self.pending = []
-        # persistence hook: .retained(topic, msg or None), .session(sess), .session_gone(cid)
+        # persistence hook: .retained(topic, msg or None), .session(sess, op, pid, entry),
+        # .session_gone(cid)
         self.store = None
         self.durable = False
         # ticks values are only compared with ticks_diff and moved with ticks_add (a board's

@@ -376,6 +376,8 @@ class Store:
         self.dirty_r[topic] = m
 
     def session(self, s, op=0, pid=0, e=None):
+        """op 0: s is written whole at the next sync; else one change (the codes above),
+        e the (msg, flags) entry it queued or sent."""
         if op:
             self.ops.append((s, op, pid, e))
         else:

@@ -149,6 +149,9 @@ def test_acknowledged_qos1_and_qos2_survive_kill_9_mid_stream(runtime, tmp_path)
             assert got[m][0] == q, (m, got[m])  # delivered at the QoS it was published with
             if q == 2:
                 assert len(got[m]) == 1, (m, got[m])  # exactly once
+        for q in (b"q1", b"q2"):  # each QoS in the order it was published (dicts keep order)
+            seq = [m for m in got if m.startswith(q)]
+            assert seq == sorted(seq), seq
         s2.stop()
         assert_clean(b.kill())
     finally:
