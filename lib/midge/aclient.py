@@ -116,7 +116,7 @@ class AsyncClient(Session):
         while self._up:
             try:
                 if self._w is None:
-                    await asyncio.sleep((self.retry_in(ticks_ms()) or 0) / 1000)
+                    await asyncio.sleep(max(0, self.tick(ticks_ms())) / 1000)
                     if not self._up:
                         break
                     self.reconnects += 1

@@ -31,11 +31,6 @@ class Client(Session):
         """Open the link and wait for CONNACK; return session_present. Raises MQTTException
         (refused, unreachable, timed out); reconnects after this one are automatic."""
         self.connect_timeout = timeout_ms
-        self._open()
-        self._up = True
-        return self.session_present
-
-    def _open(self):
         self._close()
         try:
             ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
@@ -64,6 +59,8 @@ class Client(Session):
         except OSError:
             self._close()
             raise
+        self._up = True
+        return self.session_present
 
     def _close(self):
         s = self.sock
@@ -122,13 +119,13 @@ class Client(Session):
                 return self._step(timeout_ms)
             if not self._up:
                 raise MQTTException("not connected")
-            w = self.retry_in(ticks_ms()) or 0
+            w = self.tick(ticks_ms())
             if 0 <= timeout_ms < w:
                 sleep_ms(timeout_ms)
                 return 0
             sleep_ms(w)
             self.reconnects += 1
-            self._open()
+            Client.connect(self, self.connect_timeout)
         except MQTTException as e:
             # The link broke: close it, remember why, and plan a reconnect (or re-raise).
             self._close()
@@ -139,11 +136,6 @@ class Client(Session):
                 raise
         return 0
 
-    def _send(self):
-        # Write what is queued now; a broken link is handled as loop() does.
-        if self.nout or self._werr is not None:
-            self.loop(0)
-
     def loop_forever(self):
         """Run until disconnect() (from a handler) or, without reconnect, an error."""
         while self._up:
@@ -151,7 +143,7 @@ class Client(Session):
 
     def _until(self, pid, timeout_ms):
         # Send what is queued, then loop until packet pid is acknowledged (Session._left).
-        self._send()
+        self.loop(0)
         t0 = ticks_ms()
         while True:
             left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
@@ -174,7 +166,7 @@ class Client(Session):
         if wait:
             self._until(pid, timeout_ms)
         elif self._werr is not None:
-            self._send()
+            self.loop(0)  # a write failed: reconnect
         return pid
 
     def subscribe(self, filt, qos=0, handler=None, timeout_ms=10000):

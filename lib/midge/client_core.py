@@ -35,15 +35,6 @@ _EXPECTED = const(0x2AF8)  # PUBLISH..PUBCOMP (3..7), SUBACK 9, UNSUBACK 11, PIN
 # queue entry state: PUBLISH header flags (retain 1, QoS << 1, DUP 8), plus
 _REL = const(16)  # PUBREC received, PUBREL due/sent
 
-# CONNACK return codes 1..5 (MQTT 3.1.1 table 3.1; the codec refuses others)
-_REFUSED = (
-    "unacceptable protocol version",
-    "identifier rejected",
-    "server unavailable",
-    "bad username or password",
-    "not authorized",
-)
-
 
 class MQTTException(OSError):
     """Everything that goes wrong in the client, with a message saying what happened.
@@ -54,11 +45,6 @@ class MQTTException(OSError):
 
 def _str(s):
     return s if isinstance(s, str) else str(s, "utf-8")
-
-
-def _qos(q):
-    if not 0 <= q <= 2:
-        raise ValueError("QoS must be 0, 1 or 2")
 
 
 class Session:
@@ -165,14 +151,10 @@ class Session:
         self._tries += 1
         self._retry_at = ticks_add(now, d + random.getrandbits(16) * d // 65535)
 
-    def retry_in(self, now):
-        """ms until the next reconnect attempt is due (0: now; None: not planned)."""
-        if self._retry_at is not None:
-            return max(0, ticks_diff(self._retry_at, now))
-
     def tick(self, now):
         """Run the timers: PINGREQ when idle, MQTTException when CONNACK or the broker is
-        overdue. Returns ms until the next timer is due (-1: none)."""
+        overdue. Returns ms until the next timer is due (-1: none); disconnected, ms until
+        the next reconnect attempt is due (0: now; -1: none planned)."""
         rx = ticks_diff(now, self._rx)
         if self._wait:
             t = self.connect_timeout - rx
@@ -181,8 +163,11 @@ class Session:
                     "timed out waiting for CONNACK after %d s" % (self.connect_timeout // 1000)
                 )
             return t
+        if not self.connected:
+            r = self._retry_at
+            return -1 if r is None else max(0, ticks_diff(r, now))
         ka = self.keepalive * 1000
-        if not (self.connected and ka):
+        if not ka:
             return -1
         dead = ka * 3 // 2 - rx
         if dead <= 0:
@@ -233,9 +218,13 @@ class Session:
             t = p.type
             if t == _CONNACK and self._wait:
                 rc = p.return_code
-                if rc:
+                if rc:  # 1..5 (MQTT 3.1.1 table 3.1; the codec refuses others)
+                    why = (
+                        "unacceptable protocol version,identifier rejected,server unavailable,"
+                        "bad username or password,not authorized"
+                    )
                     raise MQTTException(
-                        "connection refused: %s (CONNACK %d)" % (_REFUSED[rc - 1], rc)
+                        "connection refused: %s (CONNACK %d)" % (why.split(",")[rc - 1], rc)
                     )
                 self.connected = True
                 self._wait = False
@@ -392,7 +381,8 @@ class Session:
         if not qos and self.connected:
             self._emit(st, 0, self._ltb, payload)
             return 0
-        _qos(qos)
+        if not 0 <= qos <= 2:
+            raise ValueError("QoS must be 0, 1 or 2")
         if not isinstance(payload, bytes):
             payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
         size = len(self._ltb) + len(payload)
@@ -492,7 +482,8 @@ class Session:
         into the output and its packet id is returned (else 0)."""
         filt = _str(filt)
         topics.check_filter(filt)
-        _qos(qos)
+        if not 0 <= qos <= 2:
+            raise ValueError("QoS must be 0, 1 or 2")
         self.forget(filt)
         on = self.connected
         self.subs.append([filt, qos, handler, on])
