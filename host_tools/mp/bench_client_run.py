@@ -1,13 +1,22 @@
 # One client bench run (MicroPython or CPython): `bench_client_run.py KIND PORT N QOS1_N`
 # with KIND midge or umqtt (umqtt.simple). Prints READY when subscribed for the receive
 # rate (the host then sends N messages), then one JSON line of figures.
+# `bench_client_run.py rom PORT IMAGE` (MicroPython): the heap figures only, with the
+# library run in place from a ROMFS image (as from a board's flash), then the JSON line.
 import gc
 import json
 import sys
 
-from midge.compat import mem_alloc, ticks_diff, ticks_ms
+if sys.argv[1] == "rom":
+    import vfs  # type: ignore[import-not-found]
 
-kind, port, n, n1 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    # the image is read into the heap before the baseline: on a board it stays in flash
+    vfs.mount(vfs.VfsRom(open(sys.argv[3], "rb").read()), "/rom")  # type: ignore[attr-defined]
+    sys.path.insert(0, "/rom")
+
+from midge.compat import mem_alloc, ticks_diff, ticks_ms  # noqa: E402
+
+kind, port = sys.argv[1], int(sys.argv[2])
 TOPIC = "sensors/drone01/altitude"
 PAYLOAD = b"0123456789abcdef"
 res = {"kind": kind}
@@ -24,6 +33,17 @@ def heap():
 
 
 base = heap()
+if kind == "rom":
+    from midge.client import Client
+
+    res["heap_import"] = heap() - base
+    c = Client("bench-rom", "127.0.0.1", port, keepalive=60)
+    c.connect()
+    res["heap_connect"] = heap() - base
+    c.disconnect()
+    print(json.dumps(res))
+    sys.exit()
+n, n1 = int(sys.argv[3]), int(sys.argv[4])
 if kind == "midge":
     from midge.client import Client
 

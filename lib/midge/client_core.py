@@ -270,20 +270,17 @@ class Session:
                     self._acks.remove(pid)
                 self._ack = p
                 return p
-            # PUBACK, PUBREC or PUBCOMP for an outgoing message
+            # PUBACK, PUBREC or PUBCOMP: taken when a message in flight waits for it (QoS 1:
+            # PUBACK; QoS 2: PUBREC, then with _REL set PUBCOMP), else a late answer
             k = self._find(pid)
-            if 0 <= k < self._sent:  # else a late answer for a completed message
-                q = self._q
-                st = q[4 * k]
+            if 0 <= k < self._sent and self._q[4 * k] & 22 == b"\x02\x04\x00\x14"[t - 4]:
                 if t == _PUBREC:
-                    if st & 6 == 4:
-                        q[4 * k] = st | _REL
-                        self._pid(0x62, pid)
-                elif st & 6 == 2 if t == _PUBACK else st & _REL:
+                    self._q[4 * k] |= _REL
+                    self._pid(0x62, pid)  # PUBREL
+                else:
                     self._remove(k)
                     self._pump()
                     return p
-            continue
 
     def handle(self, now):
         """Take every whole packet received: messages go to the handlers of every matching
