@@ -357,3 +357,35 @@ def test_subscribe_ids_stay_reserved_until_acked():
     assert sub.type == support.SUBSCRIBE
     s._lastpid = sub.pid - 1
     assert s.put("t", b"z", 1) != sub.pid
+
+
+def test_full_queue_while_connected_asks_the_driver_to_wait():
+    s = online(queue_count=2)
+    a = s.put("t", b"a", 1)
+    s.put("t", b"b", 1)
+    assert s.put("t", b"c", 1) == -1  # connected: wait for the oldest (packet id s._q[1])
+    assert s._q[1] == a and s.queued() == 2
+    sent(s)
+    feed(s, codec.Ack(support.PUBACK, a))
+    assert s.put("t", b"c", 1) > 0 and s.queued() == 2
+
+
+def test_acks_that_do_not_fit_the_message_state_are_ignored():
+    s = online()
+    one = s.put("t", b"1", 1)
+    two = s.put("t", b"2", 2)
+    sent(s)
+    # PUBREC/PUBCOMP for the QoS 1 message, PUBACK/PUBCOMP (before PUBREC) for the QoS 2 one
+    for t, pid in (
+        (support.PUBREC, one),
+        (support.PUBCOMP, one),
+        (support.PUBACK, two),
+        (support.PUBCOMP, two),
+    ):
+        assert feed(s, codec.Ack(t, pid)) == []
+    assert sent(s) == [] and s.pending(one) and s.pending(two)
+    assert feed(s, codec.Ack(support.PUBACK, one)) == [(support.PUBACK, one)]
+    feed(s, codec.Ack(support.PUBREC, two))
+    assert sent(s) == [codec.Ack(support.PUBREL, two)]
+    assert feed(s, codec.Ack(support.PUBCOMP, two)) == [(support.PUBCOMP, two)]
+    assert s.queued() == 0
