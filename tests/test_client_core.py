@@ -363,8 +363,8 @@ def test_full_queue_while_connected_asks_the_driver_to_wait():
     s = online(queue_count=2)
     a = s.put("t", b"a", 1)
     s.put("t", b"b", 1)
-    assert s.put("t", b"c", 1) == -1  # connected: wait for the oldest (packet id s._q[1])
-    assert s._q[1] == a and s.queued() == 2
+    assert s.put("t", b"c", 1) == -1  # connected: wait for the oldest (packet id s._q[1][0])
+    assert s._q[1][0] == a and s.queued() == 2
     sent(s)
     feed(s, codec.Ack(support.PUBACK, a))
     assert s.put("t", b"c", 1) > 0 and s.queued() == 2

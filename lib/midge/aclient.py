@@ -160,7 +160,7 @@ class AsyncClient(Session):
             pid = self.put(topic, payload, qos, retain)
             if pid >= 0:
                 break
-            await self._until(self._q[1], timeout_ms)  # the queue is full: the oldest goes
+            await self._until(self._q[1][0], timeout_ms)  # the queue is full: the oldest goes
         await self._until(pid if wait else -1, timeout_ms)
         return pid
 

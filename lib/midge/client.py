@@ -162,7 +162,7 @@ class Client(Session):
             pid = self.put(topic, payload, qos, retain)
             if pid >= 0:
                 break
-            self._until(self._q[1], timeout_ms)
+            self._until(self._q[1][0], timeout_ms)
         if wait:
             self._until(pid, timeout_ms)
         elif self._werr is not None:

@@ -9,8 +9,8 @@
 # out[:nout] there; the bare session keeps the bytes and grows the buffer.
 #
 # Outgoing QoS 1/2 messages (and messages published while offline) wait in one bounded
-# queue kept in publish order in one preallocated flat list, 4 slots per message: state,
-# packet id, encoded topic, payload. The first `_sent` of them are on the wire (at most
+# queue kept in publish order in four preallocated parallel lists, `_q`: states, packet
+# ids, encoded topics, payloads. The first `_sent` of them are on the wire (at most
 # max_inflight). Entries hold the caller's immutable topic/payload (a bytearray payload is
 # copied), so publishing allocates nothing on MicroPython.
 import random
@@ -102,7 +102,9 @@ class Session:
         self._unsubs = []  # filters unsubscribed while offline
         self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
         self._acks = []  # ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
-        self._q = [None] * (4 * queue_count)  # type: list
+        # the queue: states, packet ids, encoded topics, payloads (None past the end)
+        e = [None] * queue_count  # type: list
+        self._q = (e, e[:], e[:], e[:])
 
     def set_will(self, topic, payload, qos=0, retain=False):
         topics.check_topic(_str(topic))
@@ -273,9 +275,10 @@ class Session:
             # PUBACK, PUBREC or PUBCOMP: taken when a message in flight waits for it (QoS 1:
             # PUBACK; QoS 2: PUBREC, then with _REL set PUBCOMP), else a late answer
             k = self._find(pid)
-            if 0 <= k < self._sent and self._q[4 * k] & 22 == b"\x02\x04\x00\x14"[t - 4]:
+            sts = self._q[0]
+            if 0 <= k < self._sent and sts[k] & 22 == b"\x02\x04\x00\x14"[t - 4]:
                 if t == _PUBREC:
-                    self._q[4 * k] |= _REL
+                    sts[k] |= _REL
                     self._pid(0x62, pid)  # PUBREL
                 else:
                     self._remove(k)
@@ -365,7 +368,7 @@ class Session:
         (offline QoS 0 messages are dropped oldest-first when the queue is full, counted in
         `dropped`). When the queue is full, a QoS 1/2 message raises MQTTException while
         offline; connected, put returns -1: wait until the oldest message is acknowledged
-        (packet id _q[1]) and put it again.
+        (packet id _q[1][0]) and put it again.
         """
         if topic != self._lt:
             s = _str(topic)
@@ -383,8 +386,8 @@ class Session:
         if not isinstance(payload, bytes):
             payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
         size = len(self._ltb) + len(payload)
-        q = self._q
-        while 4 * self._n >= len(q) or self._qb + size > self.queue_bytes:
+        sts, pids, tbs, pls = self._q
+        while self._n >= len(sts) or self._qb + size > self.queue_bytes:
             k = self._find(0)  # the oldest QoS 0 message (queued offline) goes first
             if k < 0:
                 if not qos:
@@ -399,11 +402,11 @@ class Session:
             self._remove(k)
             self.dropped += 1
         pid = self._newpid() if qos else 0
-        j = 4 * self._n
-        q[j] = st | qos << 1
-        q[j + 1] = pid
-        q[j + 2] = self._ltb
-        q[j + 3] = payload
+        n = self._n
+        sts[n] = st | qos << 1
+        pids[n] = pid
+        tbs[n] = self._ltb
+        pls[n] = payload
         self._n += 1
         self._qb += size
         self._pump()
@@ -420,39 +423,32 @@ class Session:
 
     def _pump(self):
         # Put queued messages on the wire in order, keeping at most max_inflight in flight.
-        q = self._q
+        sts, pids, tbs, pls = self._q
         k = self._sent
         while k < self._n and k < self.max_inflight and self.connected:
-            j = 4 * k
-            st = q[j]
+            st = sts[k]
             if st & _REL:
-                self._pid(0x62, q[j + 1])
+                self._pid(0x62, pids[k])
             else:
-                self._emit(st, q[j + 1], q[j + 2], q[j + 3])
+                self._emit(st, pids[k], tbs[k], pls[k])
             if st & 6:
-                q[j] = st | 8  # DUP if it ever goes again
+                sts[k] = st | 8  # DUP if it ever goes again
                 k += 1
             else:
                 self._remove(k)  # a QoS 0 message queued offline: gone once written
         self._sent = k
 
     def _find(self, pid):
-        q = self._q
-        for k in range(self._n):
-            if q[4 * k + 1] == pid:
-                return k
-        return -1
+        pids = self._q[1]
+        return pids.index(pid) if pid in pids else -1  # (index() would raise: allocates)
 
     def _remove(self, k):
         q = self._q
-        j = 4 * k
-        self._qb -= len(q[j + 2]) + len(q[j + 3])
+        self._qb -= len(q[2][k]) + len(q[3][k])
         self._n -= 1
-        e = 4 * self._n
-        while j < e:
-            q[j] = q[j + 4]
-            j += 1
-        q[e] = q[e + 1] = q[e + 2] = q[e + 3] = None
+        for col in q:
+            col.pop(k)
+            col.append(None)  # the lists keep their length (and storage: no allocation)
         if k < self._sent:
             self._sent -= 1
 
