@@ -1,4 +1,6 @@
 # Broker persistence (journal file) on both runtimes: restore, held acks, corrupt file.
+import sys
+
 import support
 from brokerpeer import Peer, connack
 from midge import broker_core, persist
@@ -29,6 +31,7 @@ def test_restart_restores_retained_sessions_and_queues():
     assert p.recv() == [C.Ack(support.PUBACK, 1), C.Ack(support.PUBREC, 2)]
     b.store.close(0)
     b2 = _broker(path, logs)
+    assert "midge.persist_load" not in sys.modules  # start-up code: unloaded after restore
     assert b2.retained["p/r"].payload == b"kept"
     s2 = Peer(b2, "keep", clean_session=False)
     assert connack(s2).session_present
