@@ -11,7 +11,7 @@ from midge.compat import MICROPYTHON, const, mem_alloc, rss_bytes, ticks_add, ti
 
 _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
 _SYS = "$SYS/broker/"
-# session changes the store journals one by one (codes as in persist; 0: the whole session)
+# session changes the store journals one by one (codes: persist_load; 0: the whole session)
 _QUEUED = const(1)
 _SENT = const(2)
 _MOVED = const(3)
