@@ -274,9 +274,9 @@ class Session:
                 return p
             # PUBACK, PUBREC or PUBCOMP: taken when a message in flight waits for it (QoS 1:
             # PUBACK; QoS 2: PUBREC, then with _REL set PUBCOMP), else a late answer
-            k = self._find(pid)
-            sts = self._q[0]
-            if 0 <= k < self._sent and sts[k] & 22 == b"\x02\x04\x00\x14"[t - 4]:
+            sts, pids = self._q[0], self._q[1]
+            k = pids.index(pid) if pid in pids else self._sent  # (index() raising allocates)
+            if k < self._sent and sts[k] & 22 == b"\x02\x04\x00\x14"[t - 4]:
                 if t == _PUBREC:
                     sts[k] |= _REL
                     self._pid(0x62, pid)  # PUBREL
@@ -388,8 +388,7 @@ class Session:
         size = len(self._ltb) + len(payload)
         sts, pids, tbs, pls = self._q
         while self._n >= len(sts) or self._qb + size > self.queue_bytes:
-            k = self._find(0)  # the oldest QoS 0 message (queued offline) goes first
-            if k < 0:
+            if 0 not in pids:  # no QoS 0 message (queued offline) to drop
                 if not qos:
                     self.dropped += 1
                     return 0
@@ -399,7 +398,7 @@ class Session:
                     "publish queue full (%d messages, %d of %d bytes)"
                     % (self._n, self._qb, self.queue_bytes)
                 )
-            self._remove(k)
+            self._remove(pids.index(0))  # the oldest goes first
             self.dropped += 1
         pid = self._newpid() if qos else 0
         n = self._n
@@ -415,7 +414,7 @@ class Session:
     def pending(self, pid):
         """True while the message, SUBSCRIBE or UNSUBSCRIBE with this packet id waits for
         its acknowledgement."""
-        return self._find(pid) >= 0 or pid in self._acks
+        return pid in self._q[1] or pid in self._acks
 
     def queued(self):
         """Messages queued or in flight."""
@@ -437,10 +436,6 @@ class Session:
             else:
                 self._remove(k)  # a QoS 0 message queued offline: gone once written
         self._sent = k
-
-    def _find(self, pid):
-        pids = self._q[1]
-        return pids.index(pid) if pid in pids else -1  # (index() would raise: allocates)
 
     def _remove(self, k):
         q = self._q
