@@ -14,6 +14,12 @@ def _broker(path, logs):
     return b
 
 
+def _size(path):
+    import os
+
+    return os.stat(path)[6]
+
+
 def test_restart_restores_retained_sessions_and_queues():
     path = tmpdir() + "/db"
     logs = []
@@ -70,18 +76,22 @@ def _tamper(path, change):
 
 
 def test_truncated_tail_keeps_earlier_records():
-    path = tmpdir() + "/db"
-    logs = []
-    b = _broker(path, logs)
-    p = Peer(b, "p")
-    p.send(C.Publish("t/1", b"one", 0, retain=True))
-    b.store.sync()
-    p.send(C.Publish("t/2", b"two", 0, retain=True))
-    b.store.close(0)
-    _tamper(path, lambda d: d[:-2])  # killed in the middle of the last record
-    b2 = _broker(path, logs)
-    assert list(b2.retained) == ["t/1"]
-    b2.store.close(0)
+    for cut in (2, 12, 20):  # killed inside the last record: its payload, topic, header
+        path = tmpdir() + "/db"
+        logs = []
+        b = _broker(path, logs)
+        p = Peer(b, "p")
+        p.send(C.Publish("t/1", b"one", 0, retain=True))
+        b.store.step(0)
+        last = _size(path)  # where the last record starts
+        p.send(C.Publish("t/2", b"two", 0, retain=True))
+        b.store.close(0)
+        _tamper(path, lambda d, cut=cut: d[:-cut])
+        b2 = _broker(path, logs)
+        assert list(b2.retained) == ["t/1"]
+        assert any("(byte %d) was cut short" % last in m for m in logs), logs
+        assert not any("moved to" in m for m in logs), logs
+        b2.store.close(0)
 
 
 def test_inflight_order_survives_a_restart():
@@ -95,12 +105,6 @@ def test_inflight_order_survives_a_restart():
     b2 = _broker(path, logs)
     _resumed_in_order(b2)
     b2.store.close(0)
-
-
-def _size(path):
-    import os
-
-    return os.stat(path)[6]
 
 
 def _queue_offline(n):

@@ -75,6 +75,8 @@ class _In:
             self.f.seek(self.pos)
             data = self.f.read(n)
             self.i = self.n = 0
+            if len(data) < n:
+                raise ValueError("file ends inside a record")
         self.pos += n
         if self.ck is not None:
             self.ck += sum(data)
@@ -186,11 +188,12 @@ def _apply(r, s, kind, topics):
 
 def _scan(r, size):
     """First pass over the whole file, every checksum checked: the offset of the last
-    version of each retained topic and session. Returns (retained, sessions, end, error)."""
+    version of each retained topic and session. Returns (retained, sessions, end, error):
+    end is where the good records stop (before a damaged one, or one cut short)."""
     rlast = {}
     slast = {}
-    while r.pos < size:
-        at = r.pos
+    at = r.pos
+    while at < size:
         if at + 7 > size:
             break  # a record cut short by a crash: never acknowledged
         kind = r.header()
@@ -218,8 +221,9 @@ def _scan(r, size):
             return rlast, slast, at, "damaged record at byte %d" % at
         if r.ck & 0xFFFF != r.want:
             return rlast, slast, at, "damaged record at byte %d" % at
+        at = r.pos
     r.ck = None
-    return rlast, slast, r.pos, None
+    return rlast, slast, at, None
 
 
 def restore(store, now):
@@ -238,6 +242,12 @@ def restore(store, now):
             else:
                 r = _In(f, store.wbuf, len(MAGIC))
                 rlast, slast, end, bad = _scan(r, size)
+                if bad is None and end < size:
+                    store.log(
+                        WARN,
+                        "%s: the last record (byte %d) was cut short, dropped: it was never"
+                        " acknowledged" % (store.path, end),
+                    )
                 f.seek(len(MAGIC))
                 r = _In(f, store.wbuf, len(MAGIC))
                 err = _load(r, core, rlast, slast, end)
