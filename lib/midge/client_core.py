@@ -138,17 +138,21 @@ class Session:
 
     def end(self):
         """A clean goodbye: DISCONNECT goes into the output; no reconnect after it."""
-        if self.connected:
-            self._append(codec.DISCONNECT_BYTES)
-        self.connected = self._wait = False
+        c = self.connected
+        self.lost(0)
         self._retry_at = None
+        if c:
+            self._append(codec.DISCONNECT_BYTES)
 
     def lost(self, now):
         """The transport broke: forget the connection, plan the next attempt (backoff with
         jitter); the queue, in-flight messages and subscriptions stay."""
         self.connected = self._wait = False
         self.nout = self._sent = 0
-        self._acks = []
+        if self._acks:  # a SUBSCRIBE may not have reached the broker: all go again
+            for s in self.subs:
+                s[3] = False
+            self._acks = []
         d = min(self.backoff_max, self.backoff_min << min(self._tries, 16)) // 2
         self._tries += 1
         self._retry_at = ticks_add(now, d + random.getrandbits(16) * d // 65535)
