@@ -15,7 +15,8 @@ from midge.compat import format_exception, ticks_ms
 
 _STATE = "$SYS/broker/connection/%s/state"
 _BOOLS = ("cleansession", "notifications", "try_private")
-_QUEUE = 100  # messages for the remote held here and in the client's queue (each)
+_QUEUE = 100  # at most this many messages in the client's queue (preallocated: 16 B each)
+_ENTRY = 64  # bytes of heap a queued message costs besides its topic and payload
 
 
 class Bridged(Broker):
@@ -73,7 +74,10 @@ class Bridge:
         t = conf.get("restart_timeout", (5, 30))
         self.base = t[0] * 1000
         self.cap = t[-1] * 1000
-        self.q = []  # (remote topic, payload, qos, retain) not yet handed to the client
+        # (remote topic, payload, qos, retain) not yet handed to the client, bounded as a
+        # local client's offline queue (max_queued_messages, max_queued_bytes)
+        self.q = []
+        self.qbytes = self.busy = 0
         self.ev = asyncio.Event()  # set when q gets a message
         self.online = asyncio.Event()
         self.up = None  # link state: None before the first attempt
@@ -95,10 +99,16 @@ class Bridge:
         t = m.topic
         for f, lp, rp, q in self.outs:
             if topics.matches(f, t):
-                if len(self.q) >= _QUEUE:
-                    self._drop("local queue full (%d messages)" % _QUEUE)
+                core = self.core
+                t = rp + t[len(lp) :]
+                n = _ENTRY + len(t) + len(m.payload)
+                if len(self.q) + self.busy >= core.max_queued or (
+                    core.max_qbytes and self.qbytes + n > core.max_qbytes
+                ):
+                    self._drop("bridge queue full (%d messages, %d B)" % (len(self.q), self.qbytes))
                     return
-                self.q.append((rp + t[len(lp) :], m.payload, min(q, m.qos), m.retain))
+                self.q.append((t, m.payload, min(q, m.qos), m.retain))
+                self.qbytes += n
                 self.ev.set()
                 return
 
@@ -114,22 +124,41 @@ class Bridge:
     async def _forward(self):
         c = self.client
         while True:
-            if not self.q:
+            batch = self.q
+            if not batch:
                 self.ev.clear()
                 await self.ev.wait()
                 continue
-            m = self.q.pop(0)
+            self.q = []
+            self.busy = len(batch)  # still held here (and counted) until the client has them
+            offline = False
             try:
-                await c.publish(m[0], m[1], m[2], m[3])
-                self.sent += 1
+                for t, p, q, r in batch:
+                    if q or self.busy == 1:
+                        # waits for room in the client's queue and writes all put() before
+                        await c.publish(t, p, q, r)
+                    else:
+                        c.put(t, p, 0, r)  # QoS 0 into the client's output, written in one go
+                    self._done(t, p)
+                    self.sent += 1
             except MQTTException as e:
                 if c.connected:  # the link is up but the remote took nothing for 30 s
                     self._drop(str(e))
+                    self._done(t, p)
                 else:  # the client's queue is full while the remote is away: wait for it
-                    self.q.insert(0, m)
-                    await self.online.wait()
+                    offline = True
             except Exception as e:  # a bug: loudly, and the bridge goes on
                 self._bug(e)
+                self._done(t, p)
+            if self.busy:  # back in front of what came meanwhile
+                self.q = batch[len(batch) - self.busy :] + self.q
+                self.busy = 0
+            if offline:
+                await self.online.wait()
+
+    def _done(self, t, p):
+        self.busy -= 1
+        self.qbytes -= _ENTRY + len(t) + len(p)
 
     # ---- remote -> local
 

@@ -134,6 +134,8 @@ def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
 
 
 def test_qos1_and_notifications_across_a_remote_restart(tmp_path):
+    # QoS 1 messages wait in the client's queue and then in the bridge's, each bounded by
+    # max_queued_messages (5 here): 10 of the 20 published while the remote is away survive
     m = harness.Mosquitto()
     m.extra = "persistence true\npersistence_location %s/" % m.dir  # sessions survive a restart
     m.start()
@@ -141,7 +143,12 @@ def test_qos1_and_notifications_across_a_remote_restart(tmp_path):
     try:
         rs = Paho(m.port, "central-sub", clean=False)
         rs.sub("c/#", 1)
-        b = _bridged("midge", tmp_path, m, 'topic q/# out 1 "" c/\ntopic cmd/# in 1\n')
+        b = _bridged(
+            "midge",
+            tmp_path,
+            m,
+            'topic q/# out 1 "" c/\ntopic cmd/# in 1\nmax_queued_messages 5\nsys_interval 1\n',
+        )
         state = "$SYS/broker/connection/edge/state"
         st = Paho(b.port)
         st.sub(state, 1)
@@ -158,10 +165,15 @@ def test_qos1_and_notifications_across_a_remote_restart(tmp_path):
         m.start()  # same port, same saved sessions
         assert st.get(10).payload == b"1"
         rs = Paho(m.port, "central-sub", clean=False)
-        got = [rs.get(10) for _ in range(20)]
+        got = [rs.get(10) for _ in range(10)]
         assert [(g.topic, g.payload, g.qos) for g in got] == [
-            ("c/q/%d" % i, b"m%d" % i, 1) for i in range(20)
+            ("c/q/%d" % i, b"m%d" % i, 1) for i in range(10)
         ]
+        assert rs.none(0.5)
+        sys_dropped = Paho(b.port)
+        sys_dropped.sub("$SYS/broker/messages/dropped")
+        assert sys_dropped.get().payload == b"10"  # counted
+        sys_dropped.stop()
         rp = Paho(m.port)
         rp.c.publish("cmd/after", b"back", 1).wait_for_publish(5)
         assert _topics(ls, 1) == [("cmd/after", b"back", 1, False)]
