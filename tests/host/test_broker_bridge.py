@@ -2,6 +2,7 @@
 each side; `midge broker` on CPython and the asyncio streams driver on MicroPython."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -51,22 +52,8 @@ def _topics(p, n, wait=5):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_out_and_in_with_prefixes(runtime, tmp_path, remote):
     # a retained message on the remote before the bridge subscribes comes in retained
-    subprocess.run(
-        [
-            "mosquitto_pub",
-            "-p",
-            str(remote.port),
-            "-t",
-            "central/cmd/init",
-            "-m",
-            "hi",
-            "-r",
-            "-q",
-            "1",
-        ],
-        check=True,
-        timeout=5,
-    )
+    pub = ["mosquitto_pub", "-p", str(remote.port), "-t", "central/cmd/init", "-m", "hi"]
+    subprocess.run(pub + ["-r", "-q", "1"], check=True, timeout=5)
     b = _bridged(
         runtime,
         tmp_path,
@@ -102,7 +89,13 @@ def test_out_and_in_with_prefixes(runtime, tmp_path, remote):
         rp.c.publish("cmd/go", b"no prefix: not bridged", 1).wait_for_publish(5)
         assert _topics(ls, 1) == [("cmd/go", b"now", 1, False)]  # min(granted 1, 2)
         assert ls.none() and rs.none(0.1)
-        for p in (rs, ls, lp, rp):
+        # notifications on the remote: 1 (retained), then 0 from the bridge's will
+        rn = Paho(remote.port)
+        rn.sub("$SYS/broker/connection/edge/state", 1)
+        assert rn.get().payload == b"1"
+        assert_clean(b.kill(signal.SIGKILL))
+        assert rn.get().payload == b"0"
+        for p in (rs, ls, lp, rp, rn):
             p.stop()
     finally:
         assert_clean(b.kill())
@@ -129,6 +122,7 @@ def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
         assert rs.none(0.5)  # not sent back out by the bridge
         for p in (rs, ls, lp, rp):
             p.stop()
+        b.stop_clean()  # Ctrl-C with the bridge up: "stopped", nothing else
     finally:
         assert_clean(b.kill())
 
