@@ -81,7 +81,7 @@ class Bridge:
         self.ev = asyncio.Event()  # set when q gets a message
         self.online = asyncio.Event()
         self.up = None  # link state: None before the first attempt
-        self.sent = self.received = self.dropped = 0
+        self.dropped = 0
 
     def start(self, srv):
         self.srv = srv  # the driver's Server: flush() and store
@@ -140,7 +140,6 @@ class Bridge:
                     else:
                         c.put(t, p, 0, r)  # QoS 0 into the client's output, written in one go
                     self._done(t, p)
-                    self.sent += 1
             except MQTTException as e:
                 if c.connected:  # the link is up but the remote took nothing for 30 s
                     self._drop(str(e))
@@ -165,7 +164,6 @@ class Bridge:
     def _remote(self, topic, payload, p):
         for f, rp, lp, _ in self.ins:
             if topics.matches(f, topic):
-                self.received += 1
                 self._inject(Msg(lp + topic[len(rp) :], payload, p.qos, p.retain))
                 return
 
