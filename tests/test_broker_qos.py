@@ -118,6 +118,30 @@ def test_max_retained_messages_keeps_no_new_topic_but_delivers_it():
     assert "r/2" not in b.retained and "r/3" not in b.retained
 
 
+def test_retained_on_subscribe_paced_by_the_write_buffer_never_dropped():
+    # 12 retained QoS 0 messages of 300 B for a client whose output may hold 1,000 B: the
+    # first SUBSCRIBE gets what fits, each time its driver has written the rest follows
+    # (resume), and none is dropped as a slow reader's live QoS 0 message would be.
+    b = broker_core.Broker({"max_write_buffer": 1000})
+    p = Peer(b, "p")
+    connack(p)
+    for i in range(12):
+        p.send(C.Publish("r/%02d" % i, bytes([i]) * 300, 0, retain=True))
+    s = Peer(b, "s")
+    connack(s)
+    got = [g.topic for g in s.sub("r/#") if g.type == support.PUBLISH]
+    assert 1 <= len(got) <= 4, got  # a buffer's worth, not all twelve at once
+    rounds = 0
+    while s.c.owed:
+        b.resume(s.c)  # what a driver does once c's output is written
+        got += [g.topic for g in s.pubs()]
+        rounds += 1
+    assert sorted(got) == ["r/%02d" % i for i in range(12)] and rounds >= 2, (got, rounds)
+    assert b.dropped == 0
+    p.send(C.Publish("r/00", b"live", 0))  # live traffic goes on as before
+    assert [g.payload for g in s.pubs()] == [b"live"]
+
+
 def test_board_defaults_bound_packets_queues_and_retained():
     board = (16384, 16384, 100) if MICROPYTHON else (0, 0, 0)
     c = broker_core.Broker().conf

@@ -135,20 +135,23 @@ class Server:
     def flush(self):
         core = self.core
         for c in core.take_pending():
-            if c.io is None:
+            w = c.io
+            if w is None:
                 continue
-            if not c.backlog:
+            while not c.backlog:
                 data = core.take_output(c)
-                if data is not None:
-                    w = c.io
-                    try:
-                        w.write(data)
-                    except OSError:  # that peer is gone (EPIPE): its own task closes it
-                        self._stop(c)
-                        continue
-                    c.backlog = _backlog(w)  # not 0: draining, see _drain
-                    if c.backlog:
-                        asyncio.create_task(self._drain(c))
+                if data is None:
+                    break
+                try:
+                    w.write(data)
+                except OSError:  # that peer is gone (EPIPE): its own task closes it
+                    self._stop(c)
+                    break
+                c.backlog = _backlog(w)  # not 0: draining, see _drain
+                if c.backlog:
+                    asyncio.create_task(self._drain(c))
+                elif c.owed:  # written: room for more of the retained messages it is owed
+                    core.resume(c)
             if c.closing is not None and not c.backlog:
                 self._stop(c)
 
@@ -173,6 +176,9 @@ class Server:
         except OSError:  # the peer is gone: its reader task closes it
             pass
         c.backlog = 0
+        if c.owed:
+            core.resume(c)
+            self.flush()
         if c.closing is not None:
             self._stop(c)
 

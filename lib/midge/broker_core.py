@@ -236,6 +236,21 @@ class Core:
         for s, q in self.index.match(m.topic).items():
             self._deliver(s, m, q if q < mq else mq, 0)
 
+    def resume(self, c):
+        """Send c the retained messages its SUBSCRIBE matched while its output has room; the
+        drivers call this again when its backlog is written. So a slow reader or a small heap
+        gets every retained message, a buffer's worth at a time, and never a QoS 0 one dropped
+        (live QoS 0 messages are, when its output is over max_write_buffer)."""
+        owed = c.owed
+        i = 0
+        while i < len(owed) and c.backlog + c.outn <= self.max_wbuf and not c.closing:
+            m, q = owed[i]
+            self._deliver(c.sess, m, q, 4)
+            i += 1
+        del owed[:i]
+        if not owed:
+            c.owed = None
+
     def _deliver(self, s, m, q, flags):
         c = s.conn
         if q == 0:

@@ -55,7 +55,11 @@ class _Conn(asyncio.BufferedProtocol):
         self.c.backlog = self.srv.core.max_wbuf + 1  # QoS 0 to this client is dropped meanwhile
 
     def resume_writing(self):
-        self.c.backlog = 0
+        c = self.c
+        c.backlog = 0
+        if c.owed:
+            self.srv.core.resume(c)
+            self.srv.flush()
 
 
 class Server:
@@ -73,8 +77,12 @@ class Server:
             if tr is None:
                 continue
             data = take(c)
-            if data is not None:
-                tr.write(data)
+            while data is not None:
+                tr.write(data)  # may call pause_writing: then c.backlog is set
+                data = None
+                if c.owed and not c.backlog:
+                    core.resume(c)
+                    data = take(c)
             if c.closing is not None:
                 c.io = None
                 tr.close()

@@ -187,7 +187,11 @@ class Broker(Core):
             new.append((f, q))
         self._send(c, codec.encode(codec.Suback(p.pid, codes)))
         self._changed(s)
+        owed = c.owed or []
         for f, q in new:
             for t, m in self.retained.items():
                 if topics.matches(f, t):
-                    self._deliver(s, m, min(q, m.qos), 4)
+                    owed.append((m, min(q, m.qos)))
+        if owed:
+            c.owed = owed
+            self.resume(c)

@@ -245,3 +245,25 @@ def test_sys_topics_not_matched_by_hash(broker):
     assert max(int(b.get(timeout=3).payload) for _ in range(2)) == 2  # a fresh broker: a and b
     a.stop()
     b.stop()
+
+
+@pytest.mark.skipif(not available("micropython"), reason="no micropython")
+def test_retained_on_subscribe_all_arrive_from_a_128k_board(tmp_path):
+    # 30 retained messages of 800 B (24 KB) through a broker whose heap lets one client's
+    # output hold only a few KB: they go out a buffer's worth at a time, none is dropped.
+    conf = tmp_path / "midge.conf"
+    conf.write_text("sys_interval 0\n")
+    b = Broker("micropython", str(conf), heap="128K")
+    try:
+        p = Paho(b.port)
+        for i in range(30):  # QoS 1: each PUBACK says it is stored before the subscriber comes
+            m = p.c.publish("rp/%02d" % i, bytes([65 + i % 26]) * 800, 1, retain=True)
+            m.wait_for_publish(5)
+        p.stop()
+        s = Paho(b.port)
+        s.sub("rp/#")
+        got = sorted(s.get().topic for _ in range(30))
+        assert got == ["rp/%02d" % i for i in range(30)]
+        s.stop()
+    finally:
+        assert_clean(b.kill())
