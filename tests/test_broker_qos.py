@@ -143,9 +143,9 @@ def test_retained_on_subscribe_paced_by_the_write_buffer_never_dropped():
 
 
 def test_board_defaults_bound_packets_queues_and_retained():
-    board = (16384, 16384, 100) if MICROPYTHON else (0, 0, 0)
+    board = (16384, 16384, 100, 100) if MICROPYTHON else (0, 0, 0, 1000)
     c = broker_core.Broker().conf
-    keys = ("max_packet_size", "max_queued_bytes", "max_retained_messages")
+    keys = ("max_packet_size", "max_queued_bytes", "max_retained_messages", "max_queued_messages")
     assert tuple(c[k] for k in keys) == board
     assert broker_core.Broker({"max_packet_size": 0}).conf["max_packet_size"] == 0
     assert broker_core.Broker({"max_retained_messages": 0}).conf["max_retained_messages"] == 0

@@ -39,9 +39,10 @@ class Core:
             "allow_anonymous": None,  # None: loopback peers only
             "max_connections": -1,
             "max_inflight_messages": 20,
-            "max_queued_messages": 1000,
             # a board's heap (~128 KB) bounds what untrusted clients may grow: one packet,
-            # each offline queue and the retained topics; 0 = no limit
+            # each offline queue (~300 B of objects per message) and the retained topics;
+            # 0 = no limit
+            "max_queued_messages": 100 if MICROPYTHON else 1000,
             "max_queued_bytes": 16384 if MICROPYTHON else 0,
             "max_packet_size": 16384 if MICROPYTHON else 0,
             "max_retained_messages": 100 if MICROPYTHON else 0,
