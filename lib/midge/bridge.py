@@ -66,6 +66,8 @@ class Bridge:
             max_inflight=min(core.max_inflight, 20),
             queue_count=n,
             queue_bytes=core.max_qbytes or 1 << 20,
+            ssl="bridge_cafile" in conf,  # TLS, the remote verified against this CA file
+            ssl_params={"cafile": conf.get("bridge_cafile")},
         )
         c.set_callback(self._remote)
         self.state = _STATE % cid if conf.get("notifications", True) else None
@@ -239,6 +241,7 @@ KEYS = (
     "keepalive_interval",
     "restart_timeout",
     "bridge_protocol_version",
+    "bridge_cafile",
 ) + _BOOLS
 
 
@@ -274,6 +277,12 @@ def option(b, key, v):
         t = b[key] = _ints(v, 2, "SECONDS or BASE CAP (whole seconds, BASE <= CAP)")
         if t[0] > t[-1]:
             raise ValueError("BASE %d is above CAP %d" % (t[0], t[1]))
+    elif key == "bridge_cafile":
+        try:
+            open(v).close()
+        except OSError as e:
+            raise ValueError("cannot read %r (%s)" % (v, e))
+        b[key] = v
     elif key == "bridge_protocol_version":
         if v != "mqttv311":
             raise ValueError("midge bridges speak MQTT 3.1.1 only: set mqttv311")

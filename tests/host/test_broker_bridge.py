@@ -5,9 +5,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import harness
 import pytest
+import test_client_tls
 from brokerproc import LIB, ROOT, Broker, assert_clean, available
 from brokerproc import RUNTIMES as RUNTIMES_CMD
 from test_broker_peers import Paho
@@ -183,6 +185,32 @@ def test_qos1_and_notifications_across_a_remote_restart(tmp_path):
         m.stop()
 
 
+tls_broker = test_client_tls.tls_broker  # a Mosquitto TLS listener, its CA and another CA
+
+
+def test_tls_to_the_remote(tmp_path, tls_broker):
+    port, ca, other = tls_broker
+    sub = ["mosquitto_sub", "-p", str(port), "--cafile", ca, "-t", "tls/#", "-C", "1", "-W", "5"]
+    for cafile, ok in ((other, False), (ca, True)):
+        conf = tmp_path / "tls.conf"
+        conf.write_text(
+            "connection edge\naddress 127.0.0.1:%d\nbridge_cafile %s\ntopic tls/# out 1\n"
+            % (port, cafile)
+        )
+        b = Broker("fast", str(conf), cmd=[MIDGE, "broker"])
+        try:
+            if not ok:  # a remote its CA file does not vouch for: refused, and said so
+                assert "certificate verify failed" in b.wait_output("retrying", 10)
+                continue
+            b.wait_output("bridge edge: connected to 127.0.0.1:%d" % port, 10)
+            with subprocess.Popen(sub, stdout=subprocess.PIPE, text=True) as s:
+                time.sleep(0.5)  # subscribed
+                Paho(b.port).c.publish("tls/x", b"over TLS", 1).wait_for_publish(5)
+                assert s.communicate(timeout=10)[0] == "over TLS\n"
+        finally:
+            assert_clean(b.kill())
+
+
 BAD = [
     ("address 127.0.0.1\n", "2: address is a bridge option: put it after a `connection NAME`"),
     ("connection e\ntopic a/#\n", "2: bridge e: has no `address HOST[:PORT]`"),
@@ -203,6 +231,7 @@ BAD = [
     ),
     ("connection e\naddress h\ntopic a\nkeepalive_interval 2\n", "5: keepalive_interval: at le"),
     ("connection e\naddress h\ntopic a\nround_robin true\n", "5: unknown option 'round_robin'"),
+    ("connection e\naddress h\nbridge_cafile /nonexistent/ca.crt\n", "4: bridge_cafile: cannot"),
     (
         "connection e\naddress h\ntopic a\nremote_password p\n",
         "2: bridge e: has a remote_password but",
