@@ -91,6 +91,9 @@ def parse(text, path="<config>"):
             listeners.append((words[1] if len(words) > 1 else "0.0.0.0", port))
             continue
         if key == "connection":  # a bridge block: bridge options up to the next one
+            for b in conf.get("bridges", ()):
+                if b["name"] == val:
+                    raise ConfigError("%s: connection %s: also at %s" % (where, val, b["where"]))
             block = {"name": val, "where": where, "topics": []}
             conf.setdefault("bridges", []).append(block)
         if block is not None and _bridge(block, key, val, where):

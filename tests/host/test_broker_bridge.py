@@ -240,6 +240,7 @@ BAD = [
     ),
     ("connection e\naddress h\ntopic a\nkeepalive_interval 2\n", "5: keepalive_interval: at le"),
     ("connection e\naddress h\ntopic a\nround_robin true\n", "5: unknown option 'round_robin'"),
+    ("connection e\naddress h\ntopic a\nconnection e\n", "5: connection e: also at b.conf:2"),
     ("connection e\naddress h\nbridge_cafile /nonexistent/ca.crt\n", "4: bridge_cafile: cannot"),
     (
         "connection e\naddress h\ntopic a\nremote_password p\n",
