@@ -14,7 +14,7 @@ from midge.codec import MQTTError
 from midge.compat import format_exception, ticks_ms
 
 _STATE = "$SYS/broker/connection/%s/state"
-_BOOLS = ("cleansession", "notifications", "try_private")
+_BOOLS = ("cleansession", "notifications", "notifications_local_only", "try_private")
 _QUEUE = 100  # at most this many messages in the client's queue (preallocated: 16 B each)
 _ENTRY = 64  # bytes of heap a queued message costs besides its topic and payload
 
@@ -70,9 +70,13 @@ class Bridge:
             ssl_params={"cafile": conf.get("bridge_cafile")},
         )
         c.set_callback(self._remote)
-        self.state = _STATE % cid if conf.get("notifications", True) else None
-        if self.state:
-            c.set_will(self.state, b"0", 1, True)
+        self.state = None
+        self.remote_state = False  # notifications on the remote too (its will says 0)
+        if conf.get("notifications", True):
+            self.state = conf.get("notification_topic") or _STATE % cid
+            self.remote_state = not conf.get("notifications_local_only")
+            if self.remote_state:
+                c.set_will(self.state, b"0", 1, True)
         t = conf.get("restart_timeout", (5, 30))
         self.base = t[0] * 1000
         self.cap = t[-1] * 1000
@@ -213,6 +217,7 @@ class Bridge:
         try:
             if self.state:
                 self._inject(Msg(self.state, b"1", 1, True))
+            if self.remote_state:
                 await c.publish(self.state, b"1", 1, True)
             await c.run()
         except MQTTException as e:
@@ -242,6 +247,7 @@ KEYS = (
     "restart_timeout",
     "bridge_protocol_version",
     "bridge_cafile",
+    "notification_topic",
 ) + _BOOLS
 
 
@@ -269,6 +275,12 @@ def option(b, key, v):
         _address(b, v)
     elif key == "topic":
         _topic(b, v.split())
+    elif key == "notification_topic":
+        try:
+            topics.check_topic(v)
+        except MQTTError as e:
+            raise ValueError(e.reason)
+        b[key] = v
     elif key == "keepalive_interval":
         b[key] = _ints(v, 1, "SECONDS (at least 5)")[0]
         if b[key] < 5:

@@ -110,8 +110,15 @@ def test_out_and_in_with_prefixes(runtime, tmp_path, remote):
 
 
 def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
-    b = _bridged("midge", tmp_path, remote, "topic # both 1 L/ R/\n")
+    body = "topic # both 1 L/ R/\nnotification_topic bridges/edge\nnotifications_local_only true\n"
+    b = _bridged("midge", tmp_path, remote, body)
     try:
+        rn = Paho(remote.port)
+        rn.sub("#", 1)
+        assert rn.none()  # notifications_local_only: nothing on the remote
+        ln = Paho(b.port)
+        ln.sub("bridges/edge", 1)
+        assert _topics(ln, 1) == [("bridges/edge", b"1", 1, True)]
         rs = Paho(remote.port)
         rs.sub("R/#", 1)
         ls = Paho(b.port)
@@ -128,7 +135,7 @@ def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
         assert _topics(ls, 1) == [("L/down", b"d", 1, False)]
         assert _topics(rs, 1) == [("R/down", b"d", 1, False)]  # the publisher's own copy
         assert rs.none(0.5)  # not sent back out by the bridge
-        for p in (rs, ls, lp, rp):
+        for p in (rs, ls, lp, rp, rn, ln):
             p.stop()
         b.stop_clean()  # Ctrl-C with the bridge up: "stopped", nothing else
     finally:
@@ -241,6 +248,7 @@ BAD = [
     ("connection e\naddress h\ntopic a\nkeepalive_interval 2\n", "5: keepalive_interval: at le"),
     ("connection e\naddress h\ntopic a\nround_robin true\n", "5: unknown option 'round_robin'"),
     ("connection e\naddress h\ntopic a\nconnection e\n", "5: connection e: also at b.conf:2"),
+    ("connection e\naddress h\nnotification_topic a/+\n", "4: notification_topic: invalid"),
     ("connection e\naddress h\nbridge_cafile /nonexistent/ca.crt\n", "4: bridge_cafile: cannot"),
     (
         "connection e\naddress h\ntopic a\nremote_password p\n",
