@@ -14,7 +14,7 @@ from midge.codec import MQTTError
 from midge.compat import format_exception, ticks_ms
 
 _STATE = "$SYS/broker/connection/%s/state"
-_BOOLS = ("cleansession", "notifications", "notifications_local_only", "try_private")
+_BOOLS = ("cleansession", "notifications", "notifications_local_only", "round_robin", "try_private")
 _QUEUE = 100  # at most this many messages in the client's queue (preallocated: 16 B each)
 _ENTRY = 64  # bytes of heap a queued message costs besides its topic and payload
 
@@ -52,12 +52,13 @@ class Bridge:
             if d != "out":
                 self.ins.append((rp + pat, rp, lp, q))
         cid = conf.get("remote_clientid", self.name)
-        self.where = "%s:%d" % (conf["host"], conf["port"])
+        self.addrs = conf["addresses"]
+        self.ai = 0  # the address in use: the next one after each failure (round robin)
         n = min(core.conf["max_queued_messages"] or _QUEUE, _QUEUE)
         c = self.client = AsyncClient(
             cid,
-            conf["host"],
-            conf["port"],
+            self.addrs[0][0],
+            self.addrs[0][1],
             conf.get("remote_username"),
             conf.get("remote_password"),
             conf.get("keepalive_interval", 60),
@@ -210,9 +211,11 @@ class Bridge:
             if self.up is not False:  # the first failure of an outage
                 self._log(WARN, "%s (retrying)" % e)
             self.up = False
+            self._next_address()
             return False
         self.up = True
-        self._log(WARN, "connected to %s as %s" % (self.where, c.client_id))
+        where = "%s:%d" % (c.server, c.port)
+        self._log(WARN, "connected to %s as %s" % (where, c.client_id))
         self.online.set()
         try:
             if self.state:
@@ -221,12 +224,19 @@ class Bridge:
                 await c.publish(self.state, b"1", 1, True)
             await c.run()
         except MQTTException as e:
-            self._log(WARN, "link to %s lost: %s" % (self.where, e))
+            self._log(WARN, "link to %s lost: %s" % (where, e))
+            self._next_address()
         finally:
             self.online.clear()
             if self.state:
                 self._inject(Msg(self.state, b"0", 1, True))
         return True
+
+    def _next_address(self):
+        a = self.addrs
+        if len(a) > 1:
+            self.ai = (self.ai + 1) % len(a)
+            self.client.server, self.client.port = a[self.ai]
 
     def _next(self, d):
         # "decorrelated jitter" between base and cap (restart_timeout BASE CAP); a constant
@@ -239,6 +249,7 @@ class Bridge:
 
 KEYS = (
     "address",
+    "addresses",
     "topic",
     "remote_clientid",
     "remote_username",
@@ -270,8 +281,10 @@ def option(b, key, v):
                 "true is not supported: midge bridges connect as a plain MQTT 3.1.1 client"
                 " (see `both` in the README); set false"
             )
+        if key == "round_robin" and v == "false":
+            raise ValueError("false is not supported: midge tries the addresses in turn; set true")
         b[key] = v == "true"
-    elif key == "address":
+    elif key in ("address", "addresses"):
         _address(b, v)
     elif key == "topic":
         _topic(b, v.split())
@@ -305,7 +318,7 @@ def option(b, key, v):
 
 def check(b):
     """A whole block: ValueError saying what it lacks."""
-    if "host" not in b:
+    if "addresses" not in b:
         raise ValueError("has no `address HOST[:PORT]`")
     if not b["topics"]:
         raise ValueError("has no `topic` line")
@@ -324,16 +337,15 @@ def _ints(v, most, what):
 
 
 def _address(b, v):
-    if len(v.split()) > 1:
-        raise ValueError("midge connects to one address; %d given" % len(v.split()))
-    host, port = v, 1883
-    if ":" in v:
-        host, _, p = v.rpartition(":")
-        port = int(p) if p.isdigit() else 0
-    if not host or not 0 < port < 65536:
-        raise ValueError("expected HOST or HOST:PORT (port 1..65535), got %r" % v)
-    b["host"] = host
-    b["port"] = port
+    a = b["addresses"] = []
+    for w in v.split():
+        host, port = w, 1883
+        if ":" in w:
+            host, _, p = w.rpartition(":")
+            port = int(p) if p.isdigit() else 0
+        if not host or not 0 < port < 65536:
+            raise ValueError("expected HOST[:PORT] ... (port 1..65535), got %r" % w)
+        a.append((host, port))
 
 
 def _topic(b, w):

@@ -227,12 +227,28 @@ def test_tls_to_the_remote(runtime, tmp_path, tls_broker):
             assert_clean(b.kill())
 
 
+def test_next_address_after_a_failure(tmp_path, remote):
+    dead = harness.free_port()  # nothing listens there
+    conf = tmp_path / "b.conf"
+    conf.write_text(
+        "connection edge\naddresses 127.0.0.1:%d 127.0.0.1:%d\nrestart_timeout 1\ntopic a/#\n"
+        % (dead, remote.port)
+    )
+    b = _broker("midge", conf)
+    try:
+        out = b.wait_output("bridge edge: connected to 127.0.0.1:%d" % remote.port, 10)
+        assert "cannot connect to 127.0.0.1:%d" % dead in out
+    finally:
+        assert_clean(b.kill())
+
+
 BAD = [
     ("address 127.0.0.1\n", "2: address is a bridge option: put it after a `connection NAME`"),
     ("connection e\ntopic a/#\n", "2: bridge e: has no `address HOST[:PORT]`"),
     ("connection e\naddress h:1883\n", "2: bridge e: has no `topic` line"),
-    ("connection e\naddress a:1 b:2\n", "3: address: midge connects to one address; 2 given"),
-    ("connection e\naddress h:99999\n", "3: address: expected HOST or HOST:PORT"),
+    ("connection e\naddress a:1 :2\n", "3: address: expected HOST[:PORT] ..."),
+    ("connection e\naddress h:99999\n", "3: address: expected HOST[:PORT] ..."),
+    ("connection e\naddress h\nround_robin false\n", "4: round_robin: false is not"),
     ("connection e\naddress h\ntopic a/# sideways\n", "4: topic: direction 'sideways'"),
     ("connection e\naddress h\ntopic a/# in 3\n", "4: topic: QoS '3' is not 0, 1 or 2"),
     ("connection e\naddress h\ntopic a/# in 1 L/\n", "4: topic: expected PATTERN [out|in|both"),
@@ -246,7 +262,7 @@ BAD = [
         "5: restart_timeout: BASE 30 is above",
     ),
     ("connection e\naddress h\ntopic a\nkeepalive_interval 2\n", "5: keepalive_interval: at le"),
-    ("connection e\naddress h\ntopic a\nround_robin true\n", "5: unknown option 'round_robin'"),
+    ("connection e\naddress h\ntopic a\nidle_timeout 5\n", "5: unknown option 'idle_timeout'"),
     ("connection e\naddress h\ntopic a\nconnection e\n", "5: connection e: also at b.conf:2"),
     ("connection e\naddress h\nnotification_topic a/+\n", "4: notification_topic: invalid"),
     ("connection e\naddress h\nbridge_cafile /nonexistent/ca.crt\n", "4: bridge_cafile: cannot"),
@@ -266,13 +282,14 @@ def test_bad_bridge_lines_are_one_clear_error(text, error):
 
 def test_good_bridge_block_parses():
     c = brokerconf.parse(
-        "connection edge\naddress central.example:8883\ntopic # both 2 L/ R/\n"
+        "connection edge\naddress central.example:8883 backup\ntopic # both 2 L/ R/\n"
         'topic "" in 0 here there\ntopic x/+\ncleansession true\nrestart_timeout 2 20\n'
         "remote_username u\nremote_password p\nnotifications false\ntry_private false\n"
         "max_connections 10\n"
     )
     (b,) = c["bridges"]
-    assert (b["host"], b["port"], b["restart_timeout"]) == ("central.example", 8883, [2, 20])
+    assert b["addresses"] == [("central.example", 8883), ("backup", 1883)]
+    assert b["restart_timeout"] == [2, 20]
     assert b["topics"] == [
         ("both", 2, "#", "L/", "R/"),
         ("in", 0, "", "here", "there"),
