@@ -1,6 +1,6 @@
 # Broker core (sans-I/O, both runtimes): QoS 1/2 flows, retained messages, shared encodings.
 import support
-from brokerpeer import Peer, connack
+from brokerpeer import Peer, connack, inflight_across_the_pid_wrap, resumed_in_order
 from midge import broker_core, brokerconf
 from midge import codec as C
 from midge.compat import MICROPYTHON
@@ -168,53 +168,11 @@ def test_one_encoding_shared_by_subscribers():
     assert pays[0] is pays[1] is pays[2]
 
 
-def _inflight_across_the_pid_wrap(b):
-    """Persistent subscriber "s" gets m0..m5 (QoS 2 and 1 by turns) under packet ids that wrap,
-    answers only m0's PUBREC, goes away; m6 and m7 are queued for it meanwhile."""
-    s = Peer(b, "s", clean_session=False)
-    connack(s)
-    s.sub("o", qos=2)
-    b.sessions["s"].pid = 65532  # the next ids: 65533, 65534, 65535, 1, 2, 3
-    p = Peer(b, "p")
-    for i in range(6):
-        p.send(C.Publish("o", b"m%d" % i, 2 - i % 2, pid=i + 1))
-    got = s.pubs()
-    assert [(g.pid, g.payload) for g in got] == [
-        (65533, b"m0"),
-        (65534, b"m1"),
-        (65535, b"m2"),
-        (1, b"m3"),
-        (2, b"m4"),
-        (3, b"m5"),
-    ]
-    s.send(C.Ack(support.PUBREC, 65533))
-    assert s.recv() == [C.Ack(support.PUBREL, 65533)]
-    b.closed(s.c, 0)
-    p.send(C.Publish("o", b"m6", 2, pid=7))
-    p.send(C.Publish("o", b"m7", 1, pid=8))
-
-
-def _resumed_in_order(b):
-    s2 = Peer(b, "s", clean_session=False)
-    assert connack(s2).session_present
-    got = s2.recv()
-    assert got[0] == C.Ack(support.PUBREL, 65533)  # m0 is past PUBREC: its PUBREL again
-    assert [(g.payload, g.dup, g.qos) for g in got[1:]] == [
-        (b"m1", True, 1),
-        (b"m2", True, 2),
-        (b"m3", True, 1),
-        (b"m4", True, 2),
-        (b"m5", True, 1),
-        (b"m6", False, 2),
-        (b"m7", False, 1),
-    ]
-
-
 def test_inflight_resent_in_publish_order_across_the_pid_wrap():
     # MQTT-4.6.0-1; MicroPython's dicts do not keep insertion order
     b = broker_core.Broker({"sys_interval": 0})
-    _inflight_across_the_pid_wrap(b)
-    _resumed_in_order(b)
+    inflight_across_the_pid_wrap(b)
+    resumed_in_order(b)
 
 
 def test_acks_complete_only_the_matching_qos_and_state():
