@@ -1,6 +1,7 @@
 # Topic names, topic filters, matching and the broker's subscription index, from section 4.7
 # of the MQTT 3.1.1 standard (the examples of 4.7.1.2, 4.7.1.3 and 4.7.2 are used verbatim).
 from midge import codec, topics
+from midge.broker_sess import TopicIndex
 from midge.compat import ticks_diff, ticks_ms
 from support import MICROPYTHON, raises, skip
 
@@ -142,7 +143,7 @@ def test_matches():
 
 
 def test_index_add_remove_len():
-    ix = topics.TopicIndex()
+    ix = TopicIndex()
     assert len(ix) == 0 and ix.match("a/b") == {}
     ix.add("a/b", "k1", 0)
     ix.add("a/+", "k1", 1)
@@ -166,7 +167,7 @@ def test_index_add_remove_len():
 def test_index_overlapping_filters_give_max_qos_per_key():
     # [3.3.5] a client with overlapping subscriptions gets the message once, at the
     # maximum QoS of the matching subscriptions
-    ix = topics.TopicIndex()
+    ix = TopicIndex()
     ix.add("sport/#", "A", 0)
     ix.add("sport/tennis/+", "A", 2)
     ix.add("sport/tennis/player1", "A", 1)
@@ -183,7 +184,7 @@ def test_index_overlapping_filters_give_max_qos_per_key():
 
 
 def test_index_dollar_topics_and_empty_levels():
-    ix = topics.TopicIndex()
+    ix = TopicIndex()
     ix.add("#", "all", 0)
     ix.add("+/monitor/Clients", "plus", 0)
     ix.add("$SYS/#", "sys", 1)
@@ -199,7 +200,7 @@ def test_index_dollar_topics_and_empty_levels():
 
 
 def test_index_match_fills_the_given_dict():
-    ix = topics.TopicIndex()
+    ix = TopicIndex()
     ix.add("a/#", "k", 1)
     out = {}
     assert ix.match("a/b", out) is out and out == {"k": 1}
@@ -208,7 +209,7 @@ def test_index_match_fills_the_given_dict():
 def test_index_agrees_with_matches():
     filters = [c[0] for c in MATCH_CASES]
     names = [c[1] for c in MATCH_CASES]
-    ix = topics.TopicIndex()
+    ix = TopicIndex()
     for i, f in enumerate(filters):
         ix.add(f, i, i % 3)
     for n in names:
@@ -226,7 +227,7 @@ def _fill(ix, count):
 
 
 def test_index_lookup_work_grows_with_depth_not_subscriptions():
-    small, big = topics.TopicIndex(), topics.TopicIndex()
+    small, big = TopicIndex(), TopicIndex()
     _fill(small, 10)
     n_big = 150 if MICROPYTHON else 5000  # trie nodes are heap objects: 128K heap
     _fill(big, n_big)
@@ -242,7 +243,7 @@ def test_index_lookup_work_grows_with_depth_not_subscriptions():
             costs.append(ix.visits)
         assert costs[0] == costs[1], costs
         # and it grows with the depth of the topic
-        deep = topics.TopicIndex()
+        deep = TopicIndex()
         deep.add("+/+/+/+/+/+/+/+", "w", 0)
         deep.visits = 0
         deep.match("a/b/c/d/e/f/g/h")

@@ -5,8 +5,14 @@
 # Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
 from collections import OrderedDict
 
-from midge import topics
-from midge.broker_sess import INFO, WARN, Conn, Msg, peer_name  # noqa: F401  (WARN/INFO: drivers)
+from midge.broker_sess import (  # noqa: F401  (WARN/INFO: drivers)
+    INFO,
+    WARN,
+    Conn,
+    Msg,
+    TopicIndex,
+    peer_name,
+)
 from midge.compat import MICROPYTHON, const, mem_alloc, rss_bytes, ticks_add, ticks_diff
 
 _CONNECT_TIMEOUT = const(10000)  # ms a new socket gets to send CONNECT
@@ -66,7 +72,7 @@ class Core:
         self.max_retained = c["max_retained_messages"] or 0x3FFF0000
         self.sessions = {}
         self.conns = {}
-        self.index = topics.TopicIndex()
+        self.index = TopicIndex()
         self.retained = {}
         self.pending = []
         # persistence hook: .retained(topic, msg or None), .session(sess, op, pid, entry),

@@ -7,6 +7,7 @@ import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from midge import codec, topics
+from midge.broker_sess import TopicIndex
 from support import plain
 
 SETTINGS = settings(
@@ -291,7 +292,7 @@ def test_matches_agrees_with_reference(fn):
     st.lists(small_name, min_size=1, max_size=10),
 )
 def test_index_agrees_with_reference(subs, removals, names):
-    ix = topics.TopicIndex()
+    ix = TopicIndex()
     model = {}  # (filter, key) -> qos
     for f, k, q in subs:
         ix.add(f, k, q)
