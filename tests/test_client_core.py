@@ -396,3 +396,13 @@ def test_acks_that_do_not_fit_the_message_state_are_ignored():
     assert sent(s) == [codec.Ack(support.PUBREL, two)]
     assert feed(s, codec.Ack(support.PUBCOMP, two)) == [(support.PUBCOMP, two)]
     assert s.queued() == 0
+
+
+def test_end_keeps_what_is_in_the_output_before_disconnect():
+    # publish() (no wait) then disconnect(): the QoS 0 message goes out before DISCONNECT
+    s = online()
+    s.put("t", b"last words")
+    s.end()
+    got = sent(s)
+    assert [p.type for p in got] == [support.PUBLISH, support.DISCONNECT], got
+    assert got[0].payload == b"last words"

@@ -62,6 +62,7 @@ class Session:
     _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = 0
     _ack = _lt = None  # the last SUBACK/UNSUBACK; the last topic published,
     _ltb = b""  # and its checked encoding
+    proto = 4  # the CONNECT's protocol level (a Mosquitto-style bridge sets 0x84)
 
     def __init__(
         self,
@@ -132,16 +133,20 @@ class Session:
                     self.user,
                     self.password,
                     *(self.will or (None, None, 0, False)),
+                    self.proto,
                 )
             )
         )
 
     def end(self):
-        """A clean goodbye: DISCONNECT goes into the output; no reconnect after it."""
+        """A clean goodbye: DISCONNECT goes into the output after what is there (a QoS 0
+        message put but not yet written still goes); no reconnect after it."""
         c = self.connected
+        n = self.nout
         self.lost(0)
         self._retry_at = None
         if c:
+            self.nout = n
             self._append(codec.DISCONNECT_BYTES)
 
     def lost(self, now):
