@@ -118,10 +118,9 @@ def test_max_retained_messages_keeps_no_new_topic_but_delivers_it():
     assert "r/2" not in b.retained and "r/3" not in b.retained
 
 
-def test_retained_on_subscribe_paced_by_the_write_buffer_never_dropped():
-    # 12 retained QoS 0 messages of 300 B for a client whose output may hold 1,000 B: the
-    # first SUBSCRIBE gets what fits, each time its driver has written the rest follows
-    # (resume), and none is dropped as a slow reader's live QoS 0 message would be.
+def _twelve_retained_for_a_small_buffer():
+    """12 retained QoS 0 messages r/00..r/11 of 300 B, then "s" (whose output may hold
+    1,000 B) subscribes to r/#: (broker, publisher, s, [(topic, payload)] s got first)."""
     b = broker_core.Broker({"max_write_buffer": 1000})
     p = Peer(b, "p")
     connack(p)
@@ -129,17 +128,39 @@ def test_retained_on_subscribe_paced_by_the_write_buffer_never_dropped():
         p.send(C.Publish("r/%02d" % i, bytes([i]) * 300, 0, retain=True))
     s = Peer(b, "s")
     connack(s)
-    got = [g.topic for g in s.sub("r/#") if g.type == support.PUBLISH]
+    return b, p, s, [(g.topic, g.payload) for g in s.sub("r/#") if g.type == support.PUBLISH]
+
+
+def test_retained_on_subscribe_paced_by_the_write_buffer_never_dropped():
+    # The first SUBSCRIBE gets what fits, each time its driver has written the rest follows
+    # (resume), and none is dropped as a slow reader's live QoS 0 message would be.
+    b, p, s, got = _twelve_retained_for_a_small_buffer()
     assert 1 <= len(got) <= 4, got  # a buffer's worth, not all twelve at once
     rounds = 0
     while s.c.owed:
         b.resume(s.c)  # what a driver does once c's output is written
-        got += [g.topic for g in s.pubs()]
+        got += [(g.topic, g.payload) for g in s.pubs()]
         rounds += 1
+    got = [t for t, _ in got]
     assert sorted(got) == ["r/%02d" % i for i in range(12)] and rounds >= 2, (got, rounds)
     assert b.dropped == 0
     p.send(C.Publish("r/00", b"live", 0))  # live traffic goes on as before
     assert [g.payload for g in s.pubs()] == [b"live"]
+
+
+def test_retained_owed_to_a_subscriber_is_the_current_value():
+    # A retained message replaced or cleared while the subscriber's paced retained messages
+    # are still owed: it gets the value the broker holds now, never the older one last.
+    b, p, s, got = _twelve_retained_for_a_small_buffer()
+    owed = sorted(set("r/%02d" % i for i in range(12)) - set(t for t, _ in got))
+    assert len(owed) >= 2, got
+    p.send(C.Publish(owed[0], b"new", 0, retain=True))  # replaced
+    p.send(C.Publish(owed[1], b"", 0, retain=True))  # cleared
+    while s.c.owed:
+        b.resume(s.c)
+        got += [(g.topic, g.payload) for g in s.pubs()]
+    last = dict(got)
+    assert last[owed[0]] == b"new" and last.get(owed[1], b"") == b"", (owed, got)
 
 
 def test_board_defaults_bound_packets_queues_and_retained():

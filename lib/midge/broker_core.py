@@ -247,12 +247,16 @@ class Core:
         """Send c the retained messages its SUBSCRIBE matched while its output has room; the
         drivers call this again when its backlog is written. So a slow reader or a small heap
         gets every retained message, a buffer's worth at a time, and never a QoS 0 one dropped
-        (live QoS 0 messages are, when its output is over max_write_buffer)."""
+        (live QoS 0 messages are, when its output is over max_write_buffer). Each is the
+        topic's retained message when it is sent: one replaced or cleared meanwhile is never
+        sent after the newer value."""
         owed = c.owed
         i = 0
         while i < len(owed) and c.backlog + c.outn <= self.max_wbuf and not c.closing:
-            m, q = owed[i]
-            self._deliver(c.sess, m, q, 4)
+            t, q = owed[i]
+            m = self.retained.get(t)
+            if m is not None:
+                self._deliver(c.sess, m, min(q, m.qos), 4)
             i += 1
         del owed[:i]
         if not owed:

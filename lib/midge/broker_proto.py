@@ -189,9 +189,9 @@ class Broker(Core):
         self._changed(s)
         owed = c.owed or []
         for f, q in new:
-            for t, m in self.retained.items():
+            for t in self.retained:
                 if topics.matches(f, t):
-                    owed.append((m, min(q, m.qos)))
+                    owed.append((t, q))
         if owed:
             c.owed = owed
             self.resume(c)

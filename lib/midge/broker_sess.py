@@ -74,7 +74,7 @@ class Session:
 class Conn:
     """One network connection. The driver sets .io to its own transport/writer."""
 
-    owed = None  # [(msg, qos)]: retained messages a SUBSCRIBE matched, not yet sent (see resume)
+    owed = None  # [(topic, qos)]: retained messages a SUBSCRIBE matched, not yet sent (resume)
 
     def __init__(self, peer, local, now, max_packet):
         self.peer = peer  # the driver's address object: formatted only for a log line
