@@ -71,6 +71,8 @@ class Bridge:
             ssl_params={"cafile": conf.get("bridge_cafile")},
         )
         c.set_callback(self._remote)
+        self.private = conf.get("try_private", True)  # Mosquitto's bridge mode: level 0x84
+        self.plain = []  # the addresses that refused 0x84: level 4 there
         self.state = None
         self.remote_state = False  # notifications on the remote too (its will says 0)
         if conf.get("notifications", True):
@@ -205,9 +207,17 @@ class Bridge:
     async def _session(self):
         """Connect and serve one link until it breaks; False if it could not connect."""
         c = self.client
+        a = self.addrs[self.ai]
+        c.proto = 0x84 if self.private and a not in self.plain else 4
         try:
             await c.connect()
         except MQTTException as e:
+            w = str(e)
+            if c.proto != 4 and ("(CONNACK 1)" in w or "closed" in w or "lost" in w):
+                # this remote does not take a bridge (level 0x84): a plain client from now on
+                self.plain.append(a)
+                self._log(WARN, "%s: try_private refused, connecting as a plain client" % w)
+                return await self._session()
             if self.up is not False:  # the first failure of an outage
                 self._log(WARN, "%s (retrying)" % e)
             self.up = False
@@ -276,11 +286,6 @@ def option(b, key, v):
     if key in _BOOLS:
         if v not in ("true", "false"):
             raise ValueError("expected true or false, got %r" % v)
-        if key == "try_private" and v == "true":
-            raise ValueError(
-                "true is not supported: midge bridges connect as a plain MQTT 3.1.1 client"
-                " (see `both` in the README); set false"
-            )
         if key == "round_robin" and v == "false":
             raise ValueError("false is not supported: midge tries the addresses in turn; set true")
         b[key] = v == "true"

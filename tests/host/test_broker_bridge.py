@@ -109,9 +109,15 @@ def test_out_and_in_with_prefixes(runtime, tmp_path, remote):
         assert_clean(b.kill())
 
 
-def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("private", [True, False])
+def test_both_echo_and_live_retained(runtime, private, tmp_path, remote):
+    # try_private true (the default): Mosquitto treats the bridge as a bridge (no echo of its
+    # own messages, retain flag as published); false: a plain MQTT 3.1.1 client
     body = "topic # both 1 L/ R/\nnotification_topic bridges/edge\nnotifications_local_only true\n"
-    b = _bridged("midge", tmp_path, remote, body)
+    if not private:
+        body += "try_private false\n"
+    b = _bridged(runtime, tmp_path, remote, body)
     try:
         rn = Paho(remote.port)
         rn.sub("#", 1)
@@ -126,20 +132,50 @@ def test_both_with_prefixes_and_remote_echo(tmp_path, remote):
         lp = Paho(b.port)
         lp.c.publish("L/up", b"u", 1).wait_for_publish(5)
         assert _topics(rs, 1) == [("R/up", b"u", 1, False)]
-        # MQTT 3.1.1 has no no-local: Mosquitto sends R/up back to the bridge, which brings it
-        # in once (local subscribers get it twice) and never sends it out again (no loop)
-        assert _topics(ls, 2) == [("L/up", b"u", 1, False)] * 2
+        # a plain client gets R/up back from Mosquitto (3.1.1 has no no-local): the bridge
+        # brings it in once (local subscribers get it twice) and never sends it out again
+        assert _topics(ls, 1 if private else 2) == [("L/up", b"u", 1, False)] * (2 - private)
         assert ls.none(0.5) and rs.none(0.1)
         rp = Paho(remote.port)
         rp.c.publish("R/down", b"d", 1).wait_for_publish(5)
         assert _topics(ls, 1) == [("L/down", b"d", 1, False)]
         assert _topics(rs, 1) == [("R/down", b"d", 1, False)]  # the publisher's own copy
         assert rs.none(0.5)  # not sent back out by the bridge
-        for p in (rs, ls, lp, rp, rn, ln):
+        # retained on the remote after the bridge subscribed: kept locally only as a bridge
+        rp.c.publish("R/kept", b"k", 1, retain=True).wait_for_publish(5)
+        assert _topics(ls, 1) == [("L/kept", b"k", 1, False)]  # live: retain 0 (3.1.1)
+        late = Paho(b.port)
+        late.sub("L/kept", 1)
+        if private:
+            assert _topics(late, 1) == [("L/kept", b"k", 1, True)]
+        assert late.none(0.3 if private else 1)
+        for p in (rs, ls, lp, rp, rn, ln, late):
             p.stop()
         b.stop_clean()  # Ctrl-C with the bridge up: "stopped", nothing else
     finally:
         assert_clean(b.kill())
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_try_private_refused_falls_back_to_a_plain_client(runtime, tmp_path):
+    # midge's own broker takes only level 4: it answers 0x84 with CONNACK 1, once
+    far = Broker("fast", cmd=[MIDGE, "broker"])
+    try:
+        b = _bridged(runtime, tmp_path, far, "topic up/# out 1\n")
+        try:
+            rs = Paho(far.port)
+            rs.sub("up/#", 1)
+            Paho(b.port).c.publish("up/x", b"x", 1).wait_for_publish(5)
+            assert _topics(rs, 1) == [("up/x", b"x", 1, False)]
+            rs.stop()
+            out = b.kill()
+            assert_clean(out)
+            assert out.count("try_private refused") == 1, out
+            assert "unacceptable protocol version (CONNACK 1)" in out, out
+        finally:
+            b.kill()
+    finally:
+        far.kill()
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -255,7 +291,7 @@ BAD = [
     ('connection e\naddress h\ntopic "" in 1 L ""\n', '4: topic: an empty ("") pattern needs'),
     ("connection e\naddress h\ntopic a/#/b\n", "4: topic: bad wildcard"),
     ("connection e\naddress h\ntopic # out 0 L/ +/\n", "4: topic: a prefix cannot hold"),
-    ("connection e\naddress h\ntopic a\ntry_private true\n", "5: try_private: true is not"),
+    ("connection e\naddress h\ntopic a\ntry_private yes\n", "5: try_private: expected true"),
     ("connection e\naddress h\ntopic a\nbridge_protocol_version mqttv50\n", "5: bridge_prot"),
     (
         "connection e\naddress h\ntopic a\nrestart_timeout 30 5\n",
