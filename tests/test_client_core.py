@@ -172,8 +172,8 @@ def test_resubscribe_only_when_session_lost():
     sent(s)
     feed(s, codec.Connack(True, 0))
     out = sent(s)
-    assert [p.type for p in out] == [support.SUBSCRIBE, support.UNSUBSCRIBE]
-    assert out[0].topics == [("c", 2)] and out[1].filters == ["b/+"]
+    assert [p.type for p in out] == [support.UNSUBSCRIBE, support.SUBSCRIBE]
+    assert out[0].filters == ["b/+"] and out[1].topics == [("c", 2)]
     s.lost(0)
     s.begin(0)
     sent(s)
@@ -406,3 +406,40 @@ def test_end_keeps_what_is_in_the_output_before_disconnect():
     got = sent(s)
     assert [p.type for p in got] == [support.PUBLISH, support.DISCONNECT], got
     assert got[0].payload == b"last words"
+
+
+def test_unsubscribe_then_subscribe_offline_ends_subscribed():
+    # the same filter unsubscribed, then subscribed again while offline (say to change its
+    # QoS): with the session present the broker must end up with the subscription
+    s = online(clean_session=False)
+    s.sub("a", 0)
+    feed(s, codec.Suback(sent(s)[0].pid, [0]))
+    s.lost(0)
+    s.unsub("a")
+    s.sub("a", 1)
+    s.begin(0)
+    sent(s)
+    feed(s, codec.Connack(True, 0))
+    out = sent(s)
+    assert [p.type for p in out] == [support.UNSUBSCRIBE, support.SUBSCRIBE], out
+    assert out[1].topics == [("a", 1)]
+
+
+def test_unsubscribe_cut_by_a_lost_link_goes_again():
+    s = online(clean_session=False)
+    s.sub("a", 0)
+    feed(s, codec.Suback(sent(s)[0].pid, [0]))
+    s.unsub("a")
+    assert sent(s)[0].type == support.UNSUBSCRIBE
+    s.lost(0)  # before the UNSUBACK: the broker may not have it
+    s.begin(0)
+    sent(s)
+    feed(s, codec.Connack(True, 0))
+    out = sent(s)
+    assert [(p.type, p.filters) for p in out] == [(support.UNSUBSCRIBE, ["a"])], out
+    feed(s, codec.Ack(support.UNSUBACK, out[0].pid))
+    s.lost(0)  # acknowledged: nothing goes again
+    s.begin(0)
+    sent(s)
+    feed(s, codec.Connack(True, 0))
+    assert sent(s) == []

@@ -100,7 +100,7 @@ class Session:
         self.port = port or (8883 if ssl else 1883)
         self.out = bytearray(bufsize)
         self.subs = []  # [filter, qos, handler, sent] in subscription order
-        self._unsubs = []  # filters unsubscribed while offline
+        self._unsubs = []  # filters unsubscribed offline or not acknowledged yet
         self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
         self._acks = []  # ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
         # the queue: states, packet ids, encoded topics, payloads (None past the end)
@@ -154,7 +154,7 @@ class Session:
         jitter); the queue, in-flight messages and subscriptions stay."""
         self.connected = self._wait = False
         self.nout = self._sent = 0
-        if self._acks:  # a SUBSCRIBE may not have reached the broker: all go again
+        if self._acks:  # a (UN)SUBSCRIBE may not have reached the broker: all go again
             for s in self.subs:
                 s[3] = False
             self._acks = []
@@ -243,6 +243,12 @@ class Session:
                 sp = self.session_present = p.session_present
                 if not sp:
                     self._qos2_in = []
+                # UNSUBSCRIBE first: a filter subscribed again since goes below. The list
+                # stays until every SUBSCRIBE/UNSUBSCRIBE is acknowledged (see lost())
+                if sp and self._unsubs:
+                    self._req(codec.Unsubscribe, self._unsubs)
+                else:
+                    self._unsubs = []
                 filters = []  # (a comprehension would make sp a cell: 32 B per call)
                 for s in self.subs:
                     if not (sp and s[3]):
@@ -250,9 +256,6 @@ class Session:
                     s[3] = True
                 if filters:
                     self._req(codec.Subscribe, filters)
-                if sp and self._unsubs:
-                    self._req(codec.Unsubscribe, self._unsubs)
-                self._unsubs = []
                 self._sent = 0  # everything on the wire before goes again, in order
                 self._pump()
                 return p
@@ -279,6 +282,8 @@ class Session:
             if t == _SUBACK or t == _UNSUBACK:
                 if pid in self._acks:
                     self._acks.remove(pid)
+                    if not self._acks:
+                        self._unsubs = []
                 self._ack = p
                 return p
             # PUBACK, PUBREC or PUBCOMP: taken when a message in flight waits for it (QoS 1:
@@ -489,10 +494,8 @@ class Session:
     def unsub(self, filt):
         """Forget a subscription; UNSUBSCRIBE goes out now or after the next reconnect."""
         self.forget(filt)
-        if self.connected:
-            return self._req(codec.Unsubscribe, [filt])
-        self._unsubs.append(filt)
-        return 0
+        self._unsubs.append(filt)  # until acknowledged: a lost link sends it again
+        return self.connected and self._req(codec.Unsubscribe, [filt])
 
     def forget(self, filt):
         """Drop a subscription record without telling the broker."""
