@@ -163,6 +163,26 @@ def test_retained_owed_to_a_subscriber_is_the_current_value():
     assert last[owed[0]] == b"new" and last.get(owed[1], b"") == b"", (owed, got)
 
 
+def test_retained_qos1_owed_when_the_link_breaks_waits_in_the_persistent_session():
+    # The link breaks while QoS 1 retained messages are still owed (paced): the persistent
+    # session keeps them, as it keeps any QoS 1 message for it; the client, finding its
+    # session present, does not subscribe again and still gets every one.
+    b = broker_core.Broker({"max_write_buffer": 400})
+    p = Peer(b, "p")
+    connack(p)
+    for i in range(12):
+        p.send(C.Publish("r/%02d" % i, bytes([i]) * 100, 1, retain=True, pid=i + 1))
+    s = Peer(b, "s", clean_session=False)
+    connack(s)
+    got = set(g.topic for g in s.sub("r/#", qos=1) if g.type == support.PUBLISH)
+    assert s.c.owed
+    b.closed(s.c, 0)
+    s2 = Peer(b, "s", clean_session=False)
+    assert connack(s2).session_present
+    got |= set(g.topic for g in s2.pubs())
+    assert sorted(got) == ["r/%02d" % i for i in range(12)], got
+
+
 def test_board_defaults_bound_packets_queues_and_retained():
     board = (16384, 16384, 100, 100) if MICROPYTHON else (0, 0, 0, 1000)
     c = broker_core.Broker().conf

@@ -187,6 +187,12 @@ class Core:
             s.gone = self.uptime(now)
             if s.clean:
                 self._drop_session(s)
+            elif c.owed:  # retained messages still owed: QoS 1/2 ones wait in the session
+                for t, q in c.owed:
+                    m = self.retained.get(t)
+                    if m is not None:
+                        self._deliver(s, m, min(q, m.qos), 4)
+                c.owed = None
 
     # ---- routing
 
