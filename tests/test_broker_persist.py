@@ -254,3 +254,15 @@ def test_damaged_record_in_the_middle_keeps_what_came_before():
     with open(path + ".corrupt", "rb") as f:
         assert f.read() == data
     b2.store.close(0)
+
+
+def test_acks_in_publish_order_when_only_some_wait_for_the_journal():
+    b = _broker(tmpdir() + "/db", [])
+    p = Peer(b, "p")
+    connack(p)
+    p.send(C.Publish("r", b"kept", 1, retain=True, pid=1))  # journaled: its PUBACK waits
+    p.send(C.Publish("x", b"live", 1, pid=2))  # nothing kept: no reason to wait
+    b.store.sync()
+    # MQTT-4.6.0-2: PUBACKs go in the order the PUBLISH packets came
+    assert p.recv() == [C.Ack(support.PUBACK, 1), C.Ack(support.PUBACK, 2)]
+    b.store.close(0)

@@ -223,8 +223,8 @@ class Core:
             self._publish(c, Msg(topic, p.payload, q, p.retain), now)
         if ack is not None:
             st = self.store
-            if self.durable and st is not None:
-                st.hold(c, ack)  # sent once the journal is on disk
+            if st is not None and (self.durable or st.held):
+                st.hold(c, ack)  # sent once the journal is on disk, after those held before
             else:
                 self._send(c, ack)
 
