@@ -15,6 +15,8 @@ from midge.compat import format_exception, ticks_ms
 
 _STATE = "$SYS/broker/connection/%s/state"
 _BOOLS = ("cleansession", "notifications", "notifications_local_only", "round_robin", "try_private")
+# how the client says a remote refused the CONNECT's level (CONNACK 1) or closed on it
+_REFUSED = ("connection refused: unacceptable", "broker closed", "connection lost")
 _QUEUE = 100  # at most this many messages in the client's queue (preallocated: 16 B each)
 _ENTRY = 64  # bytes of heap a queued message costs besides its topic and payload
 
@@ -213,7 +215,7 @@ class Bridge:
             await c.connect()
         except MQTTException as e:
             w = str(e)
-            if c.proto != 4 and ("(CONNACK 1)" in w or "closed" in w or "lost" in w):
+            if c.proto != 4 and w.startswith(_REFUSED):
                 # this remote does not take a bridge (level 0x84): a plain client from now on
                 self.plain.append(a)
                 self._log(WARN, "%s: try_private refused, connecting as a plain client" % w)
