@@ -240,3 +240,24 @@ def test_tls_without_a_ca_file_verifies_or_needs_an_explicit_opt_out():
         assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     ctx = tls.context(True, {"cert_reqs": ssl.CERT_NONE})  # the opt-out, by name
     assert ctx.verify_mode == ssl.CERT_NONE
+
+
+def test_disconnect_from_a_handler_ends_loop_forever_cleanly():
+    # more messages read with the one whose handler disconnects: not an error
+    topic = unique("t/stop")
+    pub = client()
+    pub.connect()
+    sub = client()
+    sub.connect()
+    got = []
+
+    def stop(t, p, m):
+        got.append(p)
+        sub.disconnect()
+
+    sub.subscribe(topic, 1, stop)
+    for i in range(5):  # acknowledged, so on their way to sub before it reads
+        pub.publish(topic, b"%d" % i, 1, wait=True)
+    sub.loop_forever()
+    assert got == [b"0"] and not sub.connected
+    pub.disconnect()

@@ -443,3 +443,21 @@ def test_unsubscribe_cut_by_a_lost_link_goes_again():
     sent(s)
     feed(s, codec.Connack(True, 0))
     assert sent(s) == []
+
+
+def test_disconnect_from_a_handler_ignores_what_came_after():
+    # loop_forever() ends with disconnect() from a handler; messages read in the same
+    # chunk after that one are not an error ("unexpected packet")
+    s = online()
+    got = []
+
+    def stop(t, p, m):
+        got.append(p)
+        s.end()
+
+    s.sub("stop", 0, stop)
+    sent(s)
+    s.receive_data(codec.encode(codec.Publish("stop", b"1", 0)))
+    s.receive_data(codec.encode(codec.Publish("stop", b"2", 1, pid=5)))
+    assert s.handle(0) == 1 and got == [b"1"]
+    assert [p.type for p in sent(s)] == [support.DISCONNECT]

@@ -320,6 +320,8 @@ class Session:
                         cb = None
                 if cb:
                     cb(topic, payload, p)
+                if not self.connected:  # a handler called end(): the rest is not wanted
+                    return n
 
     def _left(self, pid, timeout, spent):
         # A driver's wait for packet id pid after `spent` of `timeout` ms: ms left while it
