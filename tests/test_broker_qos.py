@@ -183,6 +183,28 @@ def test_retained_qos1_owed_when_the_link_breaks_waits_in_the_persistent_session
     assert sorted(got) == ["r/%02d" % i for i in range(12)], got
 
 
+def test_retained_qos1_on_subscribe_do_not_overflow_the_session_queue():
+    # More retained QoS 1 messages than the in-flight window and the queue hold: they are
+    # owed, not dropped as "queue full", and follow as the subscriber acknowledges.
+    b = broker_core.Broker({"max_inflight_messages": 2, "max_queued_messages": 3})
+    p = Peer(b, "p")
+    connack(p)
+    for i in range(10):
+        p.send(C.Publish("r/%d" % i, b"%d" % i, 1, retain=True, pid=i + 1))
+    s = Peer(b, "s")
+    connack(s)
+    todo = [g for g in s.sub("r/#", qos=1) if g.type == support.PUBLISH]
+    got = []
+    while todo and len(got) < 20:
+        m = todo.pop(0)
+        got.append(m.topic)
+        s.send(C.Ack(support.PUBACK, m.pid))
+        if s.c.owed:
+            b.resume(s.c)  # what a driver does once c's output is written
+        todo += s.pubs()
+    assert sorted(got) == ["r/%d" % i for i in range(10)] and b.dropped == 0, got
+
+
 def test_board_defaults_bound_packets_queues_and_retained():
     board = (16384, 16384, 100, 100) if MICROPYTHON else (0, 0, 0, 1000)
     c = broker_core.Broker().conf

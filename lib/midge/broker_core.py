@@ -255,14 +255,22 @@ class Core:
         gets every retained message, a buffer's worth at a time, and never a QoS 0 one dropped
         (live QoS 0 messages are, when its output is over max_write_buffer). Each is the
         topic's retained message when it is sent: one replaced or cleared meanwhile is never
-        sent after the newer value."""
+        sent after the newer value. QoS 1/2 ones wait while the session's in-flight window is
+        full (its queue is in use): they follow its acknowledgements instead of overflowing
+        max_queued_messages."""
         owed = c.owed
+        s = c.sess
         i = 0
-        while i < len(owed) and c.backlog + c.outn <= self.max_wbuf and not c.closing:
+        while (
+            i < len(owed)
+            and c.backlog + c.outn <= self.max_wbuf
+            and not c.closing
+            and s.queue is None
+        ):
             t, q = owed[i]
             m = self.retained.get(t)
             if m is not None:
-                self._deliver(c.sess, m, min(q, m.qos), 4)
+                self._deliver(s, m, min(q, m.qos), 4)
             i += 1
         del owed[:i]
         if not owed:

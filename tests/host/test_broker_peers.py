@@ -267,3 +267,18 @@ def test_retained_on_subscribe_all_arrive_from_a_128k_board(tmp_path):
         s.stop()
     finally:
         assert_clean(b.kill())
+
+
+def test_retained_qos1_on_subscribe_beyond_window_and_queue_all_arrive(broker):
+    # 40 retained QoS 1 messages for a QoS 1 subscriber, with an in-flight window of 20 and
+    # max_queued_messages 5: they follow paho's acknowledgements, none dropped as queue full
+    p = Paho(broker.port)
+    for i in range(40):
+        p.c.publish("rq/%02d" % i, b"%d" % i, 1, retain=True).wait_for_publish(5)
+    p.stop()
+    s = Paho(broker.port)
+    s.sub("rq/#", 1)
+    got = sorted(s.get().topic for _ in range(40))
+    assert got == ["rq/%02d" % i for i in range(40)]
+    s.none()
+    s.stop()
