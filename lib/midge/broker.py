@@ -128,6 +128,10 @@ class Server:
                 core.log(broker_core.WARN, "%s: out of memory while closing" % c.name())
         try:
             w.close()
+            if c is not None and c.backlog:  # given up on (see ticker): do not wait for it
+                t = getattr(w, "transport", None)  # CPython's close() waits for the backlog
+                if t is not None:
+                    t.abort()
             await w.wait_closed()
         except Exception:
             pass
@@ -149,17 +153,17 @@ class Server:
                     break
                 c.backlog = _backlog(w)  # not 0: draining, see _drain
                 if c.backlog:
-                    asyncio.create_task(self._drain(c))
+                    c.drainer = asyncio.create_task(self._drain(c))
                 elif c.owed:  # written: room for more of the retained messages it is owed
                     core.resume(c)
             if c.closing is not None and not c.backlog:
                 self._stop(c)
 
     def _stop(self, c):
-        t = c.task
-        if t is not None and t is not asyncio.current_task():
-            c.task = None
-            t.cancel()
+        for t in (c.task, c.drainer):
+            if t is not None and t is not asyncio.current_task():
+                t.cancel()
+        c.task = c.drainer = None
 
     async def _drain(self, c):
         # MicroPython's Stream.drain() drops bytes written while it runs, so while a drain is
@@ -175,6 +179,7 @@ class Server:
                 w.write(data)
         except OSError:  # the peer is gone: its reader task closes it
             pass
+        c.drainer = None
         c.backlog = 0
         if c.owed:
             core.resume(c)
@@ -199,6 +204,14 @@ class Server:
                 if board:
                     gc.collect()
                 core.tick(ticks_ms())
+                for c in core.conns:
+                    # closed by the broker (keepalive expired, a protocol error) while its
+                    # output waits for a peer that reads nothing: given up after 2 s, or its
+                    # reader and writer tasks and its objects would stay until TCP gives up
+                    if c.closing is not None and c.backlog:
+                        c.stuck += 1
+                        if c.stuck > 2:
+                            self._stop(c)
                 if self.store is not None:
                     self.store.step(ticks_ms())
                 self.flush()

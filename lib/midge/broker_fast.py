@@ -85,7 +85,8 @@ class Server:
                     data = take(c)
             if c.closing is not None:
                 c.io = None
-                tr.close()
+                tr.close()  # after what is buffered; a peer that reads nothing: cut in 3 s
+                asyncio.get_running_loop().call_later(3, tr.abort)
 
     def tick(self):
         asyncio.get_running_loop().call_later(1, self.tick)

@@ -75,6 +75,8 @@ class Conn:
     """One network connection. The driver sets .io to its own transport/writer."""
 
     owed = None  # [(topic, qos)]: retained messages a SUBSCRIBE matched, not yet sent (resume)
+    drainer = None  # the driver's task writing a backlog, if one runs
+    stuck = 0  # seconds the driver has waited to write to it while it was closing
 
     def __init__(self, peer, local, now, max_packet):
         self.peer = peer  # the driver's address object: formatted only for a log line

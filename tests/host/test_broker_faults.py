@@ -157,3 +157,45 @@ def test_slow_reader_does_not_stall_others_and_its_drops_are_counted(broker):
     assert dropped > 0  # the slow reader's backlog is bounded: the rest dropped, counted
     assert broker.proc.poll() is None
     mon.stop()
+
+
+def _tcp_state(local_port, remote_port):
+    """The kernel's state of the loopback TCP socket local_port -> remote_port (Linux
+    /proc/net/tcp: 01 established, 04 FIN_WAIT1 ...), or None when there is none."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            lp = int(fields[1].split(":")[1], 16)
+            rp = int(fields[2].split(":")[1], 16)
+            if (lp, rp) == (local_port, remote_port):
+                return fields[3]
+    return None
+
+
+def test_closed_client_that_reads_nothing_is_let_go(broker):
+    # keepalive 1 s, a full receive window, then silence: the broker closes it on keepalive
+    # expiry and must then drop its side within seconds, not keep the connection (and its
+    # objects and tasks) until TCP gives up on a peer that never reads.
+    dead = Raw(broker.port)
+    dead.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    C = dead.codec
+    assert dead.connect("dead", keepalive=1).return_code == 0
+    dead.send(C.Subscribe(1, [("fill/#", 0)]))
+    assert dead.recv() == C.Suback(1, [0])
+    me = dead.sock.getsockname()[1]
+    pub = Raw(broker.port)
+    assert pub.connect("filler").return_code == 0
+    for _ in range(2000):  # 8 MB: past the kernel's buffers, the broker holds a backlog
+        pub.send(C.Publish("fill/x", b"f" * 4000, 0))
+    pub.send(b"\xc0\x00")  # PINGREQ
+    assert pub.recv() == C.PINGRESP_PKT  # the flood is all routed
+    assert _tcp_state(broker.port, me) == "01"
+    end = time.monotonic() + 10  # 1.5 s keepalive, then at most ~3 s of grace
+    while _tcp_state(broker.port, me) == "01" and time.monotonic() < end:
+        pub.send(b"\xc0\x00")  # the other client stays alive meanwhile
+        assert pub.recv() == C.PINGRESP_PKT
+        time.sleep(0.5)
+    assert _tcp_state(broker.port, me) != "01", "broker still holds the dead client"
+    assert broker.proc.poll() is None
+    dead.sock.close()
+    pub.close()
