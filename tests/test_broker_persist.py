@@ -5,7 +5,7 @@ import support
 from brokerpeer import Peer, connack, inflight_across_the_pid_wrap, resumed_in_order
 from midge import broker_core, persist
 from midge import codec as C
-from support import tmpdir
+from support import raises, tmpdir
 
 
 def _broker(path, logs):
@@ -266,3 +266,51 @@ def test_acks_in_publish_order_when_only_some_wait_for_the_journal():
     # MQTT-4.6.0-2: PUBACKs go in the order the PUBLISH packets came
     assert p.recv() == [C.Ack(support.PUBACK, 1), C.Ack(support.PUBACK, 2)]
     b.store.close(0)
+
+
+class _FullDisk:
+    """The journal's file as a full disk sees it: writes fail (ENOSPC) once `room` bytes are
+    used, after writing what fits, as a real short write leaves a partial record."""
+
+    def __init__(self, f, room):
+        self.f = f
+        self.room = room
+
+    def write(self, data):
+        n = min(len(data), self.room)
+        self.f.write(bytes(data[:n]))
+        self.room -= n
+        if n < len(data):
+            raise OSError(28, "No space left on device")
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_disk_full_mid_record_then_space_again_loses_nothing_acknowledged():
+    path = tmpdir() + "/db"
+    logs = []
+    b = _broker(path, logs)
+    p = Peer(b, "p")
+    connack(p)
+    p.send(C.Publish("r/1", b"one", 1, retain=True, pid=1))
+    b.store.sync()
+    assert p.recv() == [C.Ack(support.PUBACK, 1)]
+    b.store.f = _FullDisk(b.store.f, 5)  # the next record is cut after 5 bytes
+    p.send(C.Publish("r/2", b"two", 1, retain=True, pid=2))
+    raises(OSError, b.store.sync)
+    assert p.recv() == []  # not on disk: not acknowledged
+    b.store.f.room = 1 << 20  # space again: the next sync rewrites, never appends after garbage
+    p.send(C.Publish("r/3", b"three", 1, retain=True, pid=3))
+    b.store.sync()
+    assert p.recv() == [C.Ack(support.PUBACK, 2), C.Ack(support.PUBACK, 3)]
+    b.store.close(0)
+    b2 = _broker(path, logs)
+    assert sorted((t, m.payload) for t, m in b2.retained.items()) == [
+        ("r/1", b"one"),
+        ("r/2", b"two"),
+        ("r/3", b"three"),
+    ]
+    assert not any("corrupt" in m or "cut short" in m for m in logs), logs
+    b2.store.close(0)

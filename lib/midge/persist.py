@@ -11,6 +11,7 @@
 import os
 import struct
 
+from midge.broker_sess import WARN
 from midge.compat import const
 
 MAGIC = b"MIDGE-DB1\n"
@@ -164,6 +165,7 @@ class Store:
         self.unsynced = False
         self.size = 0
         self.live = 0
+        self.broken = False  # an append failed (disk full?): the file may end mid-record
 
     # ---- hooks called by the core
 
@@ -199,6 +201,22 @@ class Store:
         f = self.f
         if f is None:  # closed
             return
+        if self.broken:
+            # never append after a partial record (restore would stop there): rewrite the
+            # whole live state instead; while that fails too, nothing is acknowledged
+            self.compact()
+            self.broken = False
+            self._release()
+            return
+        try:
+            self._append(f, dirty_r, dirty_s, ops)
+        except OSError:
+            self.broken = True
+            raise
+        if self.size > 4 * self.live + 65536:
+            self.compact()
+
+    def _append(self, f, dirty_r, dirty_s, ops):
         out = _Out(f, self.wbuf)
         for topic, m in dirty_r.items():
             out.record(_R, _retained_fields, topic, m)
@@ -220,21 +238,27 @@ class Store:
         self.unsynced = True
         if self.held:
             _fsync(f)
-            self.unsynced = False
-            send = self.core._send
-            for c, ack in self.held:
-                if c.closing is None:
-                    send(c, ack)
-            self.held = []
-        if self.size > 4 * self.live + 65536:
-            self.compact()
+            self._release()
+
+    def _release(self):
+        """What is written is on disk: the held acknowledgements go out."""
+        self.unsynced = False
+        send = self.core._send
+        for c, ack in self.held:
+            if c.closing is None:
+                send(c, ack)
+        self.held = []
 
     def step(self, now):
         """Once a second: anything written without an fsync gets one."""
-        self.sync()
-        if self.unsynced:
-            _fsync(self.f)
-            self.unsynced = False
+        try:
+            self.sync()
+            if self.unsynced:
+                _fsync(self.f)
+                self.unsynced = False
+        except OSError as e:  # disk full: said once a second until it clears, not a bug
+            self.broken = True
+            self.log(WARN, "persistence: cannot write %s: %s" % (self.path, e))
 
     def close(self, now):
         if self.f is not None:
