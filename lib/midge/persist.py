@@ -33,6 +33,18 @@ def _fsync(f):
         sync(f.fileno())
 
 
+def _fsync_dir(path):
+    """Put a rename itself on disk, for power loss (kill -9 needs no more than the rename).
+    MicroPython's os opens no folder: there the filesystem's own commit has to do."""
+    op = getattr(os, "open", None)
+    if op is not None:
+        fd = op(path.rsplit("/", 1)[0] if "/" in path else ".", 0)  # 0: O_RDONLY
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class _Out:
     """Records streamed into a file through one small reusable buffer: no block the size of
     a record is ever needed (a board's fragmented heap may have none to give)."""
@@ -289,6 +301,7 @@ class Store:
         if self.f is not None:
             self.f.close()
         os.rename(tmp, self.path)
+        _fsync_dir(self.path)
         self.f = open(self.path, "ab")
         self.size = self.live = n
 
