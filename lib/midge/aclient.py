@@ -1,6 +1,9 @@
 # asyncio MQTT client over the same sans-I/O Session as the blocking one. connect() opens
-# the link and starts one reader task; run() waits on it (it reconnects with backoff and
-# ends at disconnect()). Waiting for acknowledgements is event-driven, never polled.
+# the link and starts two tasks: a reader that only ever awaits read() (no timeout: on
+# MicroPython a timed-out read drops every task waiting on the stream, and a drain loses
+# bytes written meanwhile) and a runner that owns every write, drain and timer, and
+# reconnects with backoff. publish() and friends never touch the stream: they put into
+# the Session, wake the runner and wait for an event. run() waits on the runner.
 import asyncio
 
 from midge.client_core import MQTTException as MQTTException
@@ -8,21 +11,31 @@ from midge.client_core import Session
 from midge.compat import ticks_diff, ticks_ms
 
 
+async def _wait(ev, ms):
+    # Wait until ev is set, at most ms (-1: no limit). Never touches a stream.
+    try:
+        await asyncio.wait_for(ev.wait(), None if ms < 0 else ms / 1000)
+    except asyncio.TimeoutError:
+        pass
+
+
 class AsyncClient(Session):
     """Same arguments as midge.client.Client."""
 
-    _r = _w = _task = _werr = None
+    _r = _w = _task = _rt = _rerr = None
+    _nw = 0  # counts the runner's writes: what was put before has gone
 
     def __init__(self, *args, **kw):
         Session.__init__(self, *args, **kw)
-        self._ev = asyncio.Event()  # set whenever packets were handled or the link changed
+        self._ev = asyncio.Event()  # set when packets were handled, written or the link changed
+        self._wake = asyncio.Event()  # set when the runner has output to write or must stop
 
     async def connect(self, timeout_ms=5000):
-        """Open the link, wait for CONNACK, start the reader; return session_present."""
+        """Open the link, wait for CONNACK, start the tasks; return session_present."""
         self.connect_timeout = timeout_ms
         await self._open()
         self._up = True
-        self._task = asyncio.create_task(self._reader())
+        self._task = asyncio.create_task(self._run())
         return self.session_present
 
     async def run(self):
@@ -33,8 +46,7 @@ class AsyncClient(Session):
 
     async def _open(self):
         await self._close()
-        t = self.connect_timeout / 1000
-        self._werr = None
+        t = self.connect_timeout
         try:
             ctx = host = None
             if self.ssl:  # a TLS setup error is a connect error, as in the blocking client
@@ -42,117 +54,151 @@ class AsyncClient(Session):
 
                 ctx, host = tls.args(self)
             self._r, self._w = await asyncio.wait_for(
-                asyncio.open_connection(self.server, self.port, ssl=ctx, server_hostname=host), t
+                asyncio.open_connection(self.server, self.port, ssl=ctx, server_hostname=host),
+                t / 1000,
             )
             self.begin(ticks_ms())
-            self._out()  # CONNECT; MicroPython's connect (and TLS handshake) ends in drain()
-            await asyncio.wait_for(self._w.drain(), t)
-            if self._werr is not None:
-                raise self._werr
+            await self._send(t)  # CONNECT; MicroPython's TLS handshake happens in drain()
         except (OSError, ValueError, asyncio.TimeoutError) as e:
             await self._close()
             raise MQTTException(
                 "cannot connect to %s:%d: %s"
                 % (self.server, self.port, str(e).strip() or "timed out")
             )
-        try:
-            while not self.connected:
-                await self._step()
+        try:  # no other task uses the stream yet: reading with a timeout is safe here
+            while self._wait:  # CONNECT sent, no CONNACK yet (end() stops it)
+                t = self.tick(ticks_ms())
+                try:
+                    data = await asyncio.wait_for(self._r.read(1024), t / 1000)
+                except asyncio.TimeoutError:
+                    continue
+                except OSError as e:
+                    raise MQTTException("connection lost: %s" % e)
+                self._got(data)
+            if not self.connected:
+                raise MQTTException("not connected")
         except MQTTException:
             await self._close()  # refused or timed out: the link is not left open
             raise
+        self._rerr = None
+        self._rt = asyncio.create_task(self._read(self._r))
 
-    async def _close(self):
-        w = self._w
-        if w is not None:
-            self._r = self._w = None
-            try:
-                w.close()
-                await w.wait_closed()
-            except OSError:
-                pass
-
-    def _out(self):
-        w = self._w
-        if self._werr is None and w is not None:
-            try:
-                w.write(bytes(memoryview(self.out)[: self.nout]))
-            except OSError as e:
-                self._werr = e
-        self.sent(ticks_ms())
-
-    async def _flush(self):
-        if self.nout:
-            self._out()
-        try:
-            if self._w is not None:
-                await self._w.drain()
-        except (OSError, ValueError) as e:  # MicroPython's TLS handshake happens here
-            self._werr = e
-        if self._werr is not None:
-            raise MQTTException("connection lost: %s" % str(self._werr).strip())
-
-    async def _step(self):
-        # Send what is due, read what arrives until a timer is due, handle it.
-        t = self.tick(ticks_ms())
-        await self._flush()
-        r = self._r
-        if r is None:
-            raise MQTTException("not connected")
-        try:
-            data = await asyncio.wait_for(r.read(1024), t / 1000) if t >= 0 else await r.read(1024)
-        except asyncio.TimeoutError:
-            return
-        except OSError as e:
-            raise MQTTException("connection lost: %s" % e)
+    def _got(self, data):
         if not data:
             raise MQTTException("broker closed the connection")
         self.receive_data(data)
         self.handle(ticks_ms())
         self._ev.set()
-        await self._flush()
+        if self.nout:
+            self._wake.set()
 
-    async def _reader(self):
-        while self._up:
+    async def _read(self, r):
+        # The reader task: bytes in, packets handled; an error ends it and wakes the runner.
+        try:
+            while True:
+                try:
+                    data = await r.read(1024)
+                except OSError as e:
+                    raise MQTTException("connection lost: %s" % e)
+                self._got(data)
+        except Exception as e:  # the runner raises it (a handler's bug too)
+            self._rerr = e
+            self._wake.set()
+
+    async def _close(self):
+        t = self._rt
+        if t is not None:
+            self._rt = None
+            t.cancel()  # closing the stream does not wake a pending read on MicroPython
+        w = self._w
+        if w is not None:
+            self._r = self._w = None
             try:
-                if self._w is None:
-                    await asyncio.sleep(max(0, self.tick(ticks_ms())) / 1000)
+                w.close()
+                await asyncio.wait_for(w.wait_closed(), 1)  # CPython flushes first
+            except (OSError, asyncio.TimeoutError):
+                pass
+
+    async def _send(self, ms):
+        # Write out[:nout] in one go, then drain it within ms (0: no limit). The runner's
+        # only (and _open's before the runner exists).
+        w = self._w
+        if self.nout and w is not None:
+            w.write(bytes(memoryview(self.out)[: self.nout]))
+            self.sent(ticks_ms())
+            self._nw += 1
+            self._ev.set()
+            await asyncio.wait_for(w.drain(), ms / 1000 if ms else None)
+
+    async def _run(self):
+        # The runner: writes, timers and reconnects until disconnect().
+        try:
+            while self._up:
+                self._wake.clear()
+                try:
+                    if self._w is None:
+                        t = self.tick(ticks_ms())
+                        if not t:
+                            self.reconnects += 1
+                            await self._open()
+                            self._ev.set()
+                            continue
+                    else:
+                        if self._rerr is not None:
+                            raise self._rerr
+                        await self._flush()
+                        t = self.tick(ticks_ms())
+                        if self.nout:  # PINGREQ
+                            continue
+                    await _wait(self._wake, t)
+                except MQTTException as e:
+                    await self._close()
                     if not self._up:
                         break
-                    self.reconnects += 1
-                    await self._open()
+                    self.last_error = str(e)
+                    self.lost(ticks_ms())
                     self._ev.set()
-                else:
-                    await self._step()
-            except MQTTException as e:
-                await self._close()
-                if not self._up:
-                    break
-                self.last_error = str(e)
-                self.lost(ticks_ms())
-                self._ev.set()
-                if not self.reconnect:
-                    self._up = False
-                    raise
+                    if not self.reconnect:
+                        self._up = False
+                        raise
+            if self._w is not None:  # disconnect(): DISCONNECT goes, then the link closes
+                try:
+                    await self._flush()
+                except MQTTException:
+                    pass
+        finally:
+            await self._close()
+            self.connected = False
+            self._ev.set()
+
+    async def _flush(self):
+        ka = self.keepalive * 1500
+        try:
+            await self._send(ka)
+        except asyncio.TimeoutError:  # a drain that cannot finish in time: the link is dead
+            raise MQTTException("connection lost: nothing written for %d s" % (ka // 1000))
+        except (OSError, ValueError) as e:
+            raise MQTTException("connection lost: %s" % str(e).strip())
 
     async def _until(self, pid, timeout_ms):
-        # Write what is queued, then wait until packet pid is acknowledged (Session._left).
-        try:
-            await self._flush()
-        except MQTTException as e:
-            self.last_error = str(e)  # the reader sees the link gone and reconnects
+        # Wake the runner, then wait until packet pid is acknowledged (Session._left), or
+        # for pid -1 until what was put is written (or the link that would take it is gone).
+        n = self._nw
+        self._wake.set()
         t0 = ticks_ms()
         while True:
-            left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
-            if not left:
-                return
-            if not self._up:
-                raise MQTTException("not connected")
+            if pid < 0:
+                if n != self._nw or not (self.nout and self.connected):
+                    return
+                left = -1
+            else:
+                left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
+                if not left:
+                    return
+                if not self._up:
+                    raise MQTTException("not connected")
             self._ev.clear()
-            try:
-                await asyncio.wait_for(self._ev.wait(), left / 1000)
-            except asyncio.TimeoutError:
-                pass
+            await _wait(self._ev, left)
 
     async def publish(self, topic, payload, qos=0, retain=False, wait=False, timeout_ms=30000):
         """As Client.publish, but written before it returns."""
@@ -177,11 +223,13 @@ class AsyncClient(Session):
             await self._until(pid, timeout_ms)
 
     async def disconnect(self):
+        """DISCONNECT, then the link closes; run() ends."""
         self._up = False
         self.end()
-        try:
-            await self._flush()
-        except MQTTException:
-            pass
+        t = self._task
+        while self._w is not None and t is not None and not t.done():
+            self._ev.clear()
+            self._wake.set()
+            await self._ev.wait()
         await self._close()
         self._ev.set()
