@@ -213,20 +213,25 @@ class Store:
         f = self.f
         if f is None:  # closed
             return
-        if self.broken:
-            # never append after a partial record (restore would stop there): rewrite the
-            # whole live state instead; while that fails too, nothing is acknowledged
-            self.compact()
-            self.broken = False
-            self._release()
-            return
         try:
+            if self.broken:
+                # never append after a partial record (restore would stop there): rewrite
+                # the whole live state instead; until that works nothing is acknowledged
+                self.compact()
+                self.broken = False
+                self.log(WARN, "persistence: %s is written again" % self.path)
+                self._release()
+                return
             self._append(f, dirty_r, dirty_s, ops)
-        except OSError:
+            if self.size > 4 * self.live + 65536:
+                self.compact()
+        except OSError as e:  # disk full: the clients go on, their acknowledgements wait
+            self._failed(e)
+
+    def _failed(self, e):
+        if not self.broken:
             self.broken = True
-            raise
-        if self.size > 4 * self.live + 65536:
-            self.compact()
+            self.log(WARN, "persistence: cannot write %s (%s): acks wait" % (self.path, e))
 
     def _append(self, f, dirty_r, dirty_s, ops):
         out = _Out(f, self.wbuf)
@@ -263,14 +268,13 @@ class Store:
 
     def step(self, now):
         """Once a second: anything written without an fsync gets one."""
-        try:
-            self.sync()
-            if self.unsynced:
+        self.sync()
+        if self.unsynced and not self.broken:
+            try:
                 _fsync(self.f)
                 self.unsynced = False
-        except OSError as e:  # disk full: said once a second until it clears, not a bug
-            self.broken = True
-            self.log(WARN, "persistence: cannot write %s: %s" % (self.path, e))
+            except OSError as e:
+                self._failed(e)
 
     def close(self, now):
         if self.f is not None:
