@@ -185,6 +185,7 @@ class AsyncClient(Session):
         # for pid -1 until what was put is written (or the link that would take it is gone).
         n = self._nw
         self._wake.set()
+        await asyncio.sleep(0)  # always yield: a publish loop while offline must not starve
         t0 = ticks_ms()
         while True:
             if pid < 0:
@@ -207,7 +208,7 @@ class AsyncClient(Session):
             if pid >= 0:
                 break
             await self._until(self._q[1][0], timeout_ms)  # the queue is full: the oldest goes
-        await self._until(pid if wait else -1, timeout_ms)
+        await self._until(pid if wait and pid else -1, timeout_ms)  # QoS 0: written
         return pid
 
     async def subscribe(self, filt, qos=0, handler=None, timeout_ms=10000):
