@@ -159,16 +159,15 @@ class AsyncClient(Session):
                     self.lost(ticks_ms())
                     self._ev.set()
                     if not self.reconnect:
-                        self._up = False
                         raise
             if self._w is not None:  # disconnect(): DISCONNECT goes, then the link closes
                 try:
                     await self._flush()
                 except MQTTException:
                     pass
-        finally:
+        finally:  # disconnect(), a lost link without reconnect, or a handler's error
+            self._up = self.connected = False
             await self._close()
-            self.connected = False
             self._ev.set()
 
     async def _flush(self):
