@@ -13,8 +13,11 @@ from midge.compat import ticks_diff, ticks_ms
 
 async def _wait(ev, ms):
     # Wait until ev is set, at most ms (-1: no limit). Never touches a stream.
+    if ms < 0:
+        await ev.wait()  # (wait_for allocates a task even without a timeout)
+        return
     try:
-        await asyncio.wait_for(ev.wait(), None if ms < 0 else ms / 1000)
+        await asyncio.wait_for(ev.wait(), ms / 1000)
     except asyncio.TimeoutError:
         pass
 
