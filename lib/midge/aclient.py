@@ -8,7 +8,7 @@ import asyncio
 
 from midge.client_core import MQTTException as MQTTException
 from midge.client_core import Session
-from midge.compat import ticks_diff, ticks_ms
+from midge.compat import ticks_diff, ticks_ms, unsent
 
 
 async def _wait(ev, ms):
@@ -131,7 +131,12 @@ class AsyncClient(Session):
             self.sent(ticks_ms())
             self._nw += 1
             self._ev.set()
-            await asyncio.wait_for(w.drain(), ms / 1000 if ms else None)
+            # a bounded drain only when bytes wait (MicroPython's wait_for allocates ~1.2 KB);
+            # before CONNACK always: MicroPython's TLS handshake happens in drain()
+            if unsent(w) or not self.connected:
+                await asyncio.wait_for(w.drain(), ms / 1000 if ms else None)
+            else:
+                await asyncio.sleep(0)
 
     async def _run(self):
         # The runner: writes, timers and reconnects until disconnect().

@@ -30,6 +30,13 @@ else:
         time.sleep(ms / 1000)
 
 
+def unsent(w):
+    """Bytes an asyncio stream writer holds that are not on the socket yet."""
+    if MICROPYTHON:
+        return len(w.out_buf)
+    return w.transport.get_write_buffer_size()
+
+
 def mem_alloc():
     """Heap bytes in use: gc.mem_alloc() on MicroPython, None on CPython."""
     if MICROPYTHON:
