@@ -119,13 +119,14 @@ def test_max_retained_messages_keeps_no_new_topic_but_delivers_it():
 
 
 def _twelve_retained_for_a_small_buffer():
-    """12 retained QoS 0 messages r/00..r/11 of 300 B, then "s" (whose output may hold
-    1,000 B) subscribes to r/#: (broker, publisher, s, [(topic, payload)] s got first)."""
-    b = broker_core.Broker({"max_write_buffer": 1000})
+    """12 retained QoS 0 messages r/00..r/11 of 100 B, then "s" (whose output may hold
+    330 B) subscribes to r/#: (broker, publisher, s, [(topic, payload)] s got first). Small
+    sizes: these tests also run in a 128K board's heap, after the rest of the module."""
+    b = broker_core.Broker({"max_write_buffer": 330})
     p = Peer(b, "p")
     connack(p)
     for i in range(12):
-        p.send(C.Publish("r/%02d" % i, bytes([i]) * 300, 0, retain=True))
+        p.send(C.Publish("r/%02d" % i, bytes([i]) * 100, 0, retain=True))
     s = Peer(b, "s")
     connack(s)
     return b, p, s, [(g.topic, g.payload) for g in s.sub("r/#") if g.type == support.PUBLISH]
