@@ -7,9 +7,8 @@ import asyncio
 import gc
 import sys
 
-import midge
 from midge import broker_core
-from midge.broker_sess import is_loopback, peer_name
+from midge.broker_sess import is_loopback, peer_name, run_once
 from midge.compat import MICROPYTHON, const, format_exception, mem_alloc, mem_free, ticks_ms
 
 _LOW_HEAP = const(32768)  # bytes free under which each new client starts with gc.collect()
@@ -23,16 +22,7 @@ def setup(opts, log):
 
 def _conf(fn, *args):
     # brokerconf's code is only needed at start-up: unloaded afterwards (7 KB of a board's heap)
-    from midge import brokerconf
-
-    try:
-        return getattr(brokerconf, fn)(*args)
-    finally:
-        sys.modules.pop("midge.brokerconf", None)
-        try:
-            delattr(midge, "brokerconf")
-        except AttributeError:
-            pass
+    return run_once("brokerconf", fn, *args)
 
 
 def make_log(verbose):

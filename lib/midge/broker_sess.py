@@ -99,6 +99,25 @@ class Conn:
         return peer_name(self.peer)
 
 
+def run_once(name, fn, *args):
+    """midge.<name>.<fn>(*args), then the module is unloaded again: code needed once (the
+    config parser, the journal reader) does not stay in a board's heap."""
+    import sys
+
+    import midge
+
+    full = "midge." + name
+    __import__(full)
+    try:
+        return getattr(sys.modules[full], fn)(*args)
+    finally:
+        sys.modules.pop(full, None)
+        try:
+            delattr(midge, name)
+        except AttributeError:
+            pass
+
+
 def is_loopback(host):
     if isinstance(host, (bytes, bytearray)):  # MicroPython unix sockaddr_in: family, port, addr
         return len(host) >= 8 and host[4] == 127

@@ -11,7 +11,7 @@
 import os
 import struct
 
-from midge.broker_sess import WARN
+from midge.broker_sess import WARN, run_once
 from midge.compat import const
 
 MAGIC = b"MIDGE-DB1\n"
@@ -313,16 +313,4 @@ class Store:
         """Load the file into the core (missing file: empty start), then compact it. The
         reading code is a module of its own, unloaded afterwards: a board's heap keeps
         only what the running broker needs."""
-        import sys
-
-        import midge
-        from midge import persist_load
-
-        try:
-            persist_load.restore(self, now)
-        finally:
-            sys.modules.pop("midge.persist_load", None)
-            try:
-                delattr(midge, "persist_load")
-            except AttributeError:
-                pass
+        run_once("persist_load", "restore", self, now)
