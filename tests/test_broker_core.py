@@ -150,14 +150,18 @@ def test_acl_user_rules_without_password_file_warn_at_start_up():
     assert logs == []
 
 
-def test_acl_pattern_ignores_client_ids_with_wildcards_or_slash():
+def _acl_broker(rules):
+    """A broker (no $SYS) whose ACL file holds these rules, no password file."""
     from midge import auth  # after broker_core: smaller MicroPython heap peak
 
-    d = tmpdir()
-    path = d + "/acl"
+    path = tmpdir() + "/acl"
     with open(path, "w") as f:
-        f.write("pattern readwrite devices/%c/#\n")
-    b = broker_core.Broker({"sys_interval": 0}, auth.Auth(None, path))
+        f.write(rules)
+    return broker_core.Broker({"sys_interval": 0}, auth.Auth(None, path))
+
+
+def test_acl_pattern_ignores_client_ids_with_wildcards_or_slash():
+    b = _acl_broker("pattern readwrite devices/%c/#\n")
     dev = Peer(b, "dev1")
     connack(dev)
     assert dev.sub("devices/dev1/#")[0].codes == [0]
@@ -177,13 +181,7 @@ def test_acl_pattern_ignores_client_ids_with_wildcards_or_slash():
 
 
 def test_will_to_a_topic_the_client_may_not_write_is_dropped():
-    from midge import auth  # after broker_core: smaller MicroPython heap peak
-
-    d = tmpdir()
-    path = d + "/acl"
-    with open(path, "w") as f:
-        f.write("topic read #\npattern write out/%c/#\n")
-    b = broker_core.Broker({"sys_interval": 0}, auth.Auth(None, path))
+    b = _acl_broker("topic read #\npattern write out/%c/#\n")
     w = Peer(b, "watch")
     w.sub("#")
     bad = Peer(b, "bad", will_topic="alarm/fire", will_payload=b"x", will_retain=True)

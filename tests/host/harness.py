@@ -6,6 +6,7 @@ runtimes test against the same kind of broker. Every process started here is sto
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
@@ -143,3 +144,19 @@ def process_group(cmd, **kw):
         for f in (p.stdout, p.stderr):
             if f is not None:
                 f.close()
+
+
+def read_until(p, done, secs):
+    """p's stdout (str) up to the point where done(text) holds, its end, or secs (select,
+    never a blocking read)."""
+    fd, out = p.stdout.fileno(), b""
+    end = time.monotonic() + secs
+    while not done(out.decode("utf-8", "replace")):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        out += data
+    return out.decode("utf-8", "replace")

@@ -5,13 +5,12 @@ subscriber. Readings from both drones arrive within seconds, and stopping the de
 import contextlib
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
 import time
 
-from harness import process_group
+from harness import process_group, read_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
@@ -47,21 +46,6 @@ def demo(tmp_path, *args):
         for pid in processes_under(str(tmp_path)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def read_until(p, done, secs):
-    """The demo's output (str) up to the point where done(text) holds, its end or secs."""
-    fd, out = p.stdout.fileno(), b""
-    end = time.monotonic() + secs
-    while not done(out.decode("utf-8", "replace")):
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        out += data
-    return out.decode("utf-8", "replace")
 
 
 def check_broker_is_micropython(out):

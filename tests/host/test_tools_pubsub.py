@@ -4,7 +4,6 @@ Every `midge sub` runs in its own session and is killed by process group when do
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 import paho.mqtt.client as paho
 import support
 from faultproxy import FaultProxy
-from harness import process_group
+from harness import process_group, read_until
 from vbtools import ROOT, midge
 
 sys.path.insert(0, os.path.join(ROOT, "lib"))
@@ -31,17 +30,7 @@ def sub(*args):
 
 def read_lines(p, n, secs=10):
     """Up to n lines of p's stdout, waiting at most secs (select, never a blocking read)."""
-    fd, out = p.stdout.fileno(), b""
-    end = time.monotonic() + secs
-    while out.count(b"\n") < n:
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        out += data
-    return out.decode().splitlines()
+    return read_until(p, lambda t: t.count("\n") >= n, secs).splitlines()
 
 
 def pub(port, topic, message, *flags):
