@@ -9,9 +9,22 @@ import sys
 
 from midge import broker_core
 from midge.broker_sess import is_loopback, peer_name, run_once
-from midge.compat import MICROPYTHON, const, format_exception, mem_alloc, mem_free, ticks_ms
+from midge.compat import (
+    MICROPYTHON,
+    const,
+    format_exception,
+    mem_alloc,
+    mem_free,
+    ticks_ms,
+    unsent,
+)
 
 _LOW_HEAP = const(32768)  # bytes free under which each new client starts with gc.collect()
+
+
+# The read buffer is taken at import, while the heap is whole: after a restore from the
+# journal a board's heap may no longer hold 2 KB in one piece.
+_RBUF = memoryview(bytearray(2048))
 
 
 def setup(opts, log):
@@ -41,16 +54,11 @@ def log_bug(core, where, e):
     )
 
 
-def _backlog(w):
-    b = getattr(w, "out_buf", None)  # MicroPython Stream; CPython StreamWriter has a transport
-    return len(b) if b is not None else w.transport.get_write_buffer_size()
-
-
 class Server:
     def __init__(self, core, store=None):
         self.core = core
         self.store = store
-        self.mv = memoryview(bytearray(2048))  # shared: read, fed (copied) and reused at once
+        self.mv = _RBUF  # shared: read, fed (copied) and reused at once
         free = mem_free()
         if free is not None:
             # a small heap: a client that stops reading may hold only a slice of it in
@@ -141,7 +149,7 @@ class Server:
                 except OSError:  # that peer is gone (EPIPE): its own task closes it
                     self._stop(c)
                     break
-                c.backlog = _backlog(w)  # not 0: draining, see _drain
+                c.backlog = unsent(w)  # not 0: draining, see _drain
                 if c.backlog:
                     c.drainer = asyncio.create_task(self._drain(c))
                 elif c.owed:  # written: room for more of the retained messages it is owed

@@ -11,6 +11,7 @@ from midge.broker_sess import (  # noqa: F401  (WARN/INFO: drivers)
     Conn,
     Msg,
     TopicIndex,
+    ack,
     peer_name,
 )
 from midge.compat import MICROPYTHON, const, mem_alloc, rss_bytes, ticks_add, ticks_diff
@@ -189,9 +190,7 @@ class Core:
                 self._drop_session(s)
             elif c.owed:  # retained messages still owed: QoS 1/2 ones wait in the session
                 for t, q in c.owed:
-                    m = self.retained.get(t)
-                    if m is not None:
-                        self._deliver(s, m, min(q, m.qos), 4)
+                    self._owed_one(s, t, q)
                 c.owed = None
 
     # ---- routing
@@ -206,27 +205,27 @@ class Core:
             if rx2 is None:
                 rx2 = s.rx2 = set()
             if pid in rx2:  # exactly once: routed already, before PUBREL
-                self._send(c, bytes((0x50, 2, pid >> 8, pid & 255)))
+                self._send(c, ack(0x50, pid))
                 return
             rx2.add(pid)
             self._changed(s, _RX2, pid)
-        ack = None
+        a = None
         if q:
-            ack = bytes((0x40 if q == 1 else 0x50, 2, pid >> 8, pid & 255))
+            a = ack(0x40 if q == 1 else 0x50, pid)
             if self.store is None:  # the ack goes out first: the sender's round trip is shorter
-                self._send(c, ack)
-                ack = None
+                self._send(c, a)
+                a = None
         if self.auth and not self.auth.allowed(c.user, s.cid, topic, True):
             self.log(WARN, "%s: publish to %r denied by ACL" % (s.cid, topic))
         else:
             self.rx_msgs += 1
             self._publish(c, Msg(topic, p.payload, q, p.retain), now)
-        if ack is not None:
+        if a is not None:
             st = self.store
             if st is not None and (self.durable or st.held):
-                st.hold(c, ack)  # sent once the journal is on disk, after those held before
+                st.hold(c, a)  # sent once the journal is on disk, after those held before
             else:
-                self._send(c, ack)
+                self._send(c, a)
 
     def _publish(self, c, m, now):
         """Route m (from connection c, or None for the broker itself)."""
@@ -267,14 +266,17 @@ class Core:
             and not c.closing
             and s.queue is None
         ):
-            t, q = owed[i]
-            m = self.retained.get(t)
-            if m is not None:
-                self._deliver(s, m, min(q, m.qos), 4)
+            self._owed_one(s, *owed[i])
             i += 1
         del owed[:i]
         if not owed:
             c.owed = None
+
+    def _owed_one(self, s, t, q):
+        """Retained topic t, owed to s at QoS q: its message now (none if cleared meanwhile)."""
+        m = self.retained.get(t)
+        if m is not None:
+            self._deliver(s, m, min(q, m.qos), 4)
 
     def _deliver(self, s, m, q, flags):
         c = s.conn

@@ -3,7 +3,7 @@
 # Import it as broker_core.Broker (broker_core imports this module at its end).
 from midge import codec, topics
 from midge.broker_core import Core
-from midge.broker_sess import INFO, WARN, Msg, Session
+from midge.broker_sess import INFO, WARN, Msg, Session, ack
 from midge.compat import const
 
 # MQTT packet types, folded into the bytecode (3.1.1 section 2.2.1)
@@ -15,7 +15,6 @@ _PUBREL = const(6)
 _PUBCOMP = const(7)
 _SUBSCRIBE = const(8)
 _UNSUBSCRIBE = const(10)
-_UNSUBACK = const(11)
 _PINGREQ = const(12)
 _DISCONNECT = const(14)
 # session changes the store journals one by one (codes: persist_load)
@@ -66,12 +65,12 @@ class Broker(Core):
             if e is not None and e[1] & 3 == 2:
                 s.inflight[p.pid] = None
                 self._changed(s, _RECD, p.pid)
-            self._send(c, codec.encode(codec.Ack(_PUBREL, p.pid)))
+            self._send(c, ack(0x62, p.pid))
         elif t == _PUBREL:
             if s.rx2 and p.pid in s.rx2:
                 s.rx2.discard(p.pid)
                 self._changed(s, _RX2_DONE, p.pid)
-            self._send(c, codec.encode(codec.Ack(_PUBCOMP, p.pid)))
+            self._send(c, ack(0x70, p.pid))
         elif t == _SUBSCRIBE:
             self._subscribe(c, s, p)
         elif t == _UNSUBSCRIBE:
@@ -79,7 +78,7 @@ class Broker(Core):
                 if s.subs.pop(f, None) is not None:
                     self.index.remove(f, s)
             self._changed(s)
-            self._send(c, codec.encode(codec.Ack(_UNSUBACK, p.pid)))
+            self._send(c, ack(0xB0, p.pid))
         elif t == _PINGREQ:
             self._send(c, codec.PINGRESP_BYTES)
         elif t == _DISCONNECT:
@@ -156,7 +155,7 @@ class Broker(Core):
         """Reconnected persistent session: resend what is in flight (DUP), then the queue."""
         for pid, e in s.inflight.items():
             if e is None:
-                self._send(c, codec.encode(codec.Ack(_PUBREL, pid)))
+                self._send(c, ack(0x62, pid))
             else:
                 m, f = e
                 q = f & 3

@@ -24,6 +24,12 @@ def _head(topic, plen, flags, qos):
     return bytes(h)
 
 
+def ack(b0, pid):
+    """An acknowledgement packet: b0 0x40 PUBACK, 0x50 PUBREC, 0x62 PUBREL, 0x70 PUBCOMP,
+    0xB0 UNSUBACK (fixed header, length 2, the packet id)."""
+    return bytes((b0, 2, pid >> 8, pid & 255))
+
+
 class Msg:
     """One application message, shared by every subscriber, queue and the retained store."""
 
