@@ -287,6 +287,7 @@ def test_connect_unacceptable_protocol_level_gets_code_1():
             ("level 0", connect(level=0), 1),
             ("level 255", connect(level=255), 1),
             ("level 5, flags otherwise fine", connect(0x02, level=5), 1),
+            ("level 5 with the bridge bit", connect(level=0x85), 1),
         ]
     )
 

@@ -286,6 +286,14 @@ def test_connect_mqtt31_mqisdp_decodes():
     assert p.client_id == "drone01" and p.clean_session is True and p.keepalive == 60
 
 
+def test_connect_bridge_level_decodes():
+    # Mosquitto's bridges connect at level 0x84 (4 with the top bit): kept for the broker
+    data = bytearray(CONNECT_DRONE01)
+    data[8] = 0x84
+    p = decode_one(bytes(data))
+    assert p.proto_level == 0x84 and p.client_id == "drone01"
+
+
 def test_connack():
     _run("connack")
 

@@ -88,7 +88,7 @@ class Broker(Core):
             raise codec.MQTTError("unexpected packet type %d from a client" % t, None)
 
     def _connect(self, c, p, now):
-        if p.proto_level not in (3, 4):
+        if p.proto_level & 127 not in (3, 4):
             self._refuse(c, 1, "protocol level %d" % p.proto_level, now)
             return
         if p.client_id:
@@ -116,6 +116,9 @@ class Broker(Core):
         self.sessions[cid] = s
         s.conn = c
         c.sess = s
+        br = p.proto_level > 127  # a bridge (Mosquitto's 0x84): no echo, retain as published
+        if s.br != br:
+            s.br = br
         c.ka = p.keepalive * 1500
         w = p.will_topic
         if w is not None:

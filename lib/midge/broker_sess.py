@@ -54,6 +54,8 @@ class Msg:
 class Session:
     """What the broker remembers about a client id (outlives the socket if clean_session=0)."""
 
+    br = False  # connected as a bridge (CONNECT level 0x84)
+
     def __init__(self, cid, clean):
         self.cid = cid
         self.clean = clean

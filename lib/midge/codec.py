@@ -532,7 +532,7 @@ class Decoder:
         i += 4
         if name not in ("MQTT", "MQIsdp"):
             raise MQTTError("protocol name %r" % name)
-        if level != (4 if name == "MQTT" else 3):
+        if level & 127 != (4 if name == "MQTT" else 3):
             raise MQTTError("protocol level %d" % level, _REFUSED_PROTOCOL)
         will = flags & 4
         wqos = (flags >> 3) & 3
