@@ -179,7 +179,7 @@ class AsyncClient(Session):
             self._ev.set()
 
     async def _flush(self):
-        ka = self.keepalive * 1500
+        ka = self.keepalive * 1500 or self.connect_timeout  # keepalive 0: still bounded
         try:
             await self._send(ka)
         except asyncio.TimeoutError:  # a drain that cannot finish in time: the link is dead

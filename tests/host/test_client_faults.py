@@ -96,18 +96,14 @@ class SyncAsync:
     def _run(self, coro):
         return self.aloop.run_until_complete(coro)
 
-    def connect(self):
-        return self._run(self.c.connect())
+    def connect(self, *args):
+        return self._run(self.c.connect(*args))
 
     def publish(self, *args, **kw):
         return self._run(self.c.publish(*args, **kw))
 
     def subscribe(self, *args, **kw):
         return self._run(self.c.subscribe(*args, **kw))
-
-    def ping(self):
-        self.c.ping()
-        self._run(self.c._flush())
 
     def loop(self, ms):
         self._run(asyncio.sleep(ms / 1000))
@@ -232,13 +228,12 @@ def test_subscriber_qos1_link_cut_loses_nothing(driver, broker_port, proxy):
 @pytest.mark.parametrize("clean", [False, True])
 def test_resubscribes_only_when_the_session_is_gone(driver, broker_port, proxy, clean):
     topic = support.unique("f/resub")
-    c = driver(proxy.port, clean_session=clean)
+    c = driver(proxy.port, clean_session=clean, keepalive=1)
     got = []
     c.set_callback(lambda t, p, m: got.append(p))
     c.connect()
     c.subscribe(topic, 1)
-    proxy.cut_at("up", PINGREQ, after=False)
-    c.ping()
+    proxy.cut_at("up", PINGREQ, after=False)  # the ping when idle for a keepalive
     assert run([c], lambda: c.reconnects == 1 and c.connected)
     assert c.session_present is (not clean)
     # the broker has the subscription again before the peer publishes (else a race)
@@ -262,6 +257,24 @@ def test_keepalive_expiry_on_a_stalled_link(driver, proxy):
     assert 1.4 < time.monotonic() - t0 < 8  # 1.5 keepalives, not before
     assert c.last_error.startswith("no answer from the broker"), c.last_error
     c.disconnect()
+
+
+def test_keepalive_0_a_stalled_link_is_an_error(proxy):
+    # No keepalive: the connect timeout bounds a write the broker does not take (a drain
+    # without a limit hung every later publish() and disconnect() for ever)
+    c = midge_client(proxy.port, SyncAsync, keepalive=0, reconnect=False)
+    try:
+        c.connect(1000)
+        proxy.stall_at("up", PUBLISH)
+        t0 = time.monotonic()
+        while c.connected and time.monotonic() - t0 < 10:  # (wait_for: a hang fails)
+            c._run(asyncio.wait_for(c.c.publish("f/stall", b"x" * 65536), 5))
+        assert time.monotonic() - t0 < 5
+        with pytest.raises(MQTTException, match="nothing written for 1 s"):
+            c._run(asyncio.wait_for(c.c.run(), 2))
+        c._run(asyncio.wait_for(c.c.disconnect(), 2))
+    finally:
+        c.close()
 
 
 def test_broker_restart(driver):
