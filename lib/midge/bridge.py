@@ -42,6 +42,19 @@ class Bridged(Broker):
                 b.local(m)
 
 
+class _Link(AsyncClient):
+    # The bridge's client. Its runner writes the acknowledgements of a batch of packets from
+    # the remote only after _got() returns: by then the bridge has put on the local disk
+    # what they carried (or raised, and the link closes unacknowledged).
+    def __init__(self, bridge, *args, **kw):
+        AsyncClient.__init__(self, *args, **kw)
+        self.bridge = bridge
+
+    def _got(self, data):
+        AsyncClient._got(self, data)
+        self.bridge._landed()
+
+
 class Bridge:
     def __init__(self, core, conf):
         self.core = core
@@ -57,7 +70,8 @@ class Bridge:
         self.addrs = conf["addresses"]
         self.ai = 0  # the address in use: the next one after each failure (round robin)
         n = min(core.conf["max_queued_messages"] or _QUEUE, _QUEUE)
-        c = self.client = AsyncClient(
+        c = self.client = _Link(
+            self,
             cid,
             self.addrs[0][0],
             self.addrs[0][1],
@@ -73,6 +87,7 @@ class Bridge:
             ssl_params={"cafile": conf.get("bridge_cafile")},
         )
         c.set_callback(self._remote)
+        self.routed = self.acked = False  # what the batch from the remote brought: _landed()
         self.private = conf.get("try_private", True)  # Mosquitto's bridge mode: level 0x84
         self.plain = []  # the addresses that refused 0x84: level 4 there
         self.state = None
@@ -175,13 +190,39 @@ class Bridge:
     def _remote(self, topic, payload, p):
         for f, rp, lp, _ in self.ins:
             if topics.matches(f, topic):
-                self._inject(Msg(lp + topic[len(rp) :], payload, p.qos, p.retain))
+                self._route(Msg(lp + topic[len(rp) :], payload, p.qos, p.retain))
+                self.routed = True
+                if p.qos:
+                    self.acked = True
                 return
 
-    def _inject(self, m):
+    def _landed(self):
+        """After each batch from the remote, before the client writes its PUBACKs/PUBRECs:
+        what QoS 1/2 messages changed is in the journal and fsync'd (as a local client's
+        acks are held); a journal that cannot be written (disk full) closes the link with
+        nothing acknowledged, and the remote sends those messages again."""
+        if not self.routed:
+            return
+        st = self.srv.store
+        broken = False
+        if st is not None:
+            if self.acked:
+                st.step(ticks_ms())  # append, then fsync
+                broken = st.broken
+            else:
+                st.sync()
+        self.routed = self.acked = False
+        self.srv.flush()
+        if broken:
+            raise MQTTException("the local journal cannot be written: nothing acknowledged")
+
+    def _route(self, m):
         core = self.core
         core.rx_msgs += 1
         core._publish(self, m, ticks_ms())
+
+    def _inject(self, m):
+        self._route(m)
         srv = self.srv
         if srv.store is not None:
             srv.store.sync()

@@ -2,6 +2,8 @@
 each side; `midge broker` on CPython and the asyncio streams driver on MicroPython."""
 
 import os
+import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 import test_client_tls
 from brokerproc import LIB, ROOT, Broker, assert_clean, available
 from brokerproc import RUNTIMES as RUNTIMES_CMD
+from faultproxy import FaultProxy
 from test_broker_peers import Paho
 
 sys.path.insert(0, LIB)
@@ -55,6 +58,18 @@ def remote():
 
 def _topics(p, n, wait=5):
     return sorted((m.topic, m.payload, m.qos, m.retain) for m in (p.get(wait) for _ in range(n)))
+
+
+def _some(p, n, wait=3):
+    """What p gets of n messages within wait s (sorted as by _topics): for a list to compare."""
+    got = []
+    end = time.monotonic() + wait
+    try:
+        while len(got) < n:
+            got.append(p.get(max(0, end - time.monotonic())))
+    except queue.Empty:
+        pass
+    return sorted((m.topic, m.payload, m.qos, m.retain) for m in got)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -356,3 +371,88 @@ def test_bad_bridge_config_is_one_line_at_start(runtime, tmp_path):
     )
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 2 and "\n" not in out and "bad.conf:3: topic:" in out, out
+
+
+def _until(cond, secs=5):
+    """Wait (1 ms steps) until cond() holds; False if it did not within secs."""
+    end = time.monotonic() + secs
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("qos", [1, 2])
+def test_inbound_ack_only_once_on_the_local_disk(runtime, qos, tmp_path, remote):
+    # the bridge acknowledges (PUBACK, PUBREC) a message from the remote only once it is in
+    # the local journal: kill -9 the moment the ack passes the proxy, restart, and the local
+    # persistent subscriber still gets every message
+    proxy = FaultProxy(remote.port)
+    body = "topic in/# in %d\npersistence true\npersistence_file %s/db\n" % (qos, tmp_path)
+    b = _bridged(runtime, tmp_path, proxy, body)
+    try:
+        keeper = Paho(b.port, "keeper", clean=False)
+        keeper.sub("in/#", qos)
+        # its session is on disk once a retained QoS 1 message after it is acknowledged
+        keeper.c.publish("sync", b"1", 1, retain=True).wait_for_publish(5)
+        keeper.stop()
+        rp = Paho(remote.port)
+        ack = 3 + qos  # PUBACK or PUBREC
+        n = proxy.count("up", ack) + 3
+        for i in range(3):
+            rp.c.publish("in/%d" % i, b"m%d" % i, qos)
+        assert _until(lambda: proxy.count("up", ack) == n)
+        b.kill(signal.SIGKILL, wait=0)
+        b = _bridged(runtime, tmp_path, proxy, body)
+        keeper = Paho(b.port, "keeper", clean=False)
+        assert keeper.connack == (True, 0)  # the session came back
+        got = _some(keeper, 3)
+        assert got == [("in/%d" % i, b"m%d" % i, qos, False) for i in range(3)], got
+        assert keeper.none()
+        rp.stop()
+        keeper.stop()
+    finally:
+        assert_clean(b.kill())
+        proxy.close()
+
+
+def test_inbound_ack_waits_while_the_journal_cannot_be_written(tmp_path, remote):
+    # a full disk: appends fail (a file size limit on the broker process) and so does the
+    # rewrite (its new file is /dev/full); the bridge then acknowledges nothing, its link
+    # closes and the remote sends the message again until the journal is written again
+    proxy = FaultProxy(remote.port)
+    db = tmp_path / "db"
+    body = "topic in/# in 1\npersistence true\npersistence_file %s\n" % db
+    b = _bridged("midge", tmp_path, proxy, body)
+    try:
+        keeper = Paho(b.port, "keeper", clean=False)
+        keeper.sub("in/#", 1)
+        # a large journal (the log file stays far below the limit) and on disk after this ack
+        keeper.c.publish("pad", b"p" * 30000, 1, retain=True).wait_for_publish(5)
+        keeper.stop()
+        size = db.stat().st_size
+        (tmp_path / "db.new").symlink_to("/dev/full")
+        resource.prlimit(b.proc.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        n = proxy.count("up", 4)
+        rp = Paho(remote.port)
+        rp.c.publish("in/m", b"kept", 1)
+        b.wait_output("lost: the local journal cannot be written: nothing acknowledged", 10)
+        assert _until(lambda: b.output().count("lost: the local journal") >= 2, 10)
+        assert proxy.count("up", 4) == n and proxy.count("down", 3) >= 2  # sent again
+        assert b.output().count("cannot write") == 1  # said once
+        (tmp_path / "db.new").unlink()
+        resource.prlimit(b.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        assert _until(lambda: proxy.count("up", 4) > n, 10)  # the next resend: acknowledged
+        assert "is written again" in b.output()
+        b.kill(signal.SIGKILL, wait=0)
+        b = _bridged("midge", tmp_path, proxy, body)
+        keeper = Paho(b.port, "keeper", clean=False)
+        got = _some(keeper, 10)
+        assert got and set(got) == {("in/m", b"kept", 1, False)}, got  # at least once
+        rp.stop()
+        keeper.stop()
+    finally:
+        assert_clean(b.kill())
+        proxy.close()
