@@ -1,8 +1,8 @@
 """A TCP proxy for fault injection between an MQTT client and a real broker.
 
 It frames the MQTT packets flowing each way and can, at a chosen packet, cut the link
-(close both sockets, before or after forwarding that packet) or stall it (stop forwarding,
-keep the sockets open). Every packet seen is recorded as (direction, type, dup, raw bytes).
+(close both sockets, before or after forwarding that packet), stall it (stop forwarding,
+keep the sockets open) or answer that packet itself (a refusing broker). Every packet seen is recorded as (direction, type, dup, raw bytes).
 Directions: "up" (client to broker) and "down" (broker to client). CPython only (threads).
 """
 
@@ -39,6 +39,12 @@ class FaultProxy:
         """Stop forwarding (both ways, sockets left open) at that packet, not forwarded."""
         with self.lock:
             self.rules.append([direction, ptype, self._count(direction, ptype) + nth, "stall"])
+
+    def answer_at(self, direction, ptype, data, nth=1):
+        """Answer the nth packet of ptype going `direction` with data (back to its sender)
+        instead of forwarding it."""
+        with self.lock:
+            self.rules.append([direction, ptype, self._count(direction, ptype) + nth, data])
 
     def count(self, direction, ptype, dup=None):
         with self.lock:
@@ -112,8 +118,11 @@ class FaultProxy:
                 if action is False:
                     self._kill(pair)
                     return
+                out = dst
+                if isinstance(action, bytes):  # answered here: the packet goes no further
+                    out, pkt = src, action
                 try:
-                    dst.sendall(pkt)
+                    out.sendall(pkt)
                 except OSError:
                     self._kill(pair)
                     return

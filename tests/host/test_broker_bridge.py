@@ -60,6 +60,13 @@ def _topics(p, n, wait=5):
     return sorted((m.topic, m.payload, m.qos, m.retain) for m in (p.get(wait) for _ in range(n)))
 
 
+def _sub(port, filt, qos=1, **kw):
+    """A paho client on port subscribed to filt."""
+    p = Paho(port, **kw)
+    p.sub(filt, qos)
+    return p
+
+
 def _some(p, n, wait=3):
     """What p gets of n messages within wait s (sorted as by _topics): for a list to compare."""
     got = []
@@ -179,10 +186,8 @@ def test_midge_as_the_remote_takes_a_bridge(runtime, tmp_path):
     try:
         b = _bridged(runtime, tmp_path, far, "topic # both 1 L/ R/\n")
         try:
-            rs = Paho(far.port)
-            rs.sub("R/#", 1)
-            ls = Paho(b.port)
-            ls.sub("L/#", 1)
+            rs = _sub(far.port, "R/#")
+            ls = _sub(b.port, "L/#")
             Paho(b.port).c.publish("L/up", b"x", 1).wait_for_publish(5)
             assert _topics(rs, 1) == [("R/up", b"x", 1, False)]
             assert _topics(ls, 1) == [("L/up", b"x", 1, False)]
@@ -393,8 +398,7 @@ def test_inbound_ack_only_once_on_the_local_disk(runtime, qos, tmp_path, remote)
     body = "topic in/# in %d\npersistence true\npersistence_file %s/db\n" % (qos, tmp_path)
     b = _bridged(runtime, tmp_path, proxy, body)
     try:
-        keeper = Paho(b.port, "keeper", clean=False)
-        keeper.sub("in/#", qos)
+        keeper = _sub(b.port, "in/#", qos, cid="keeper", clean=False)
         # its session is on disk once a retained QoS 1 message after it is acknowledged
         keeper.c.publish("sync", b"1", 1, retain=True).wait_for_publish(5)
         keeper.stop()
@@ -427,8 +431,7 @@ def test_inbound_ack_waits_while_the_journal_cannot_be_written(tmp_path, remote)
     body = "topic in/# in 1\npersistence true\npersistence_file %s\n" % db
     b = _bridged("midge", tmp_path, proxy, body)
     try:
-        keeper = Paho(b.port, "keeper", clean=False)
-        keeper.sub("in/#", 1)
+        keeper = _sub(b.port, "in/#", cid="keeper", clean=False)
         # a large journal (the log file stays far below the limit) and on disk after this ack
         keeper.c.publish("pad", b"p" * 30000, 1, retain=True).wait_for_publish(5)
         keeper.stop()
@@ -455,4 +458,40 @@ def test_inbound_ack_waits_while_the_journal_cannot_be_written(tmp_path, remote)
         keeper.stop()
     finally:
         assert_clean(b.kill())
+        proxy.close()
+
+
+def _level(connect):
+    """The protocol level byte of a CONNECT packet."""
+    return connect[connect.index(b"MQTT") + 4]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("refusal", ["connack", "close"])
+def test_remote_refusing_try_private_gets_a_plain_client(runtime, refusal, tmp_path, remote):
+    # a remote that does not take level 0x84 (CONNACK 1, or it just closes): said once, then
+    # the bridge connects at level 4 and carries messages both ways
+    proxy = FaultProxy(remote.port)
+    if refusal == "connack":
+        proxy.answer_at("up", 1, bytes([0x20, 2, 0, 1]))  # CONNACK 1: unacceptable protocol
+    else:
+        proxy.cut_at("up", 1, after=False)
+    b = _bridged(runtime, tmp_path, proxy, "topic up/# out 1\ntopic down/# in 1\n")
+    try:
+        levels = [_level(p) for d, t, _, p in proxy.seen if t == 1]
+        assert levels == [0x84, 4], levels
+        rs = _sub(remote.port, "up/#")
+        ls = _sub(b.port, "down/#")
+        Paho(b.port).c.publish("up/x", b"u", 1).wait_for_publish(5)
+        assert _topics(rs, 1) == [("up/x", b"u", 1, False)]
+        Paho(remote.port).c.publish("down/x", b"d", 1).wait_for_publish(5)
+        assert _topics(ls, 1) == [("down/x", b"d", 1, False)]
+        for p in (rs, ls):
+            p.stop()
+        out = b.kill()
+        assert out.count("try_private refused, connecting as a plain client") == 1, out
+        assert out.count("bridge edge: connected to") == 1, out
+        assert_clean(out)
+    finally:
+        b.kill()
         proxy.close()
