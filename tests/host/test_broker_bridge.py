@@ -495,3 +495,48 @@ def test_remote_refusing_try_private_gets_a_plain_client(runtime, refusal, tmp_p
     finally:
         b.kill()
         proxy.close()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("private", [True, False])
+def test_mosquitto_bridged_to_midge(runtime, private, tmp_path):
+    # Mosquitto's own bridge (the local side) to midge (the remote): with try_private (the
+    # default) midge echoes nothing back and keeps retain=1 to it, so retained messages are
+    # kept on both sides; as a plain client (try_private false) Mosquitto gets its own
+    # message back once (MQTT 3.1.1 has no no-local), and a retained message from midge is
+    # live (retain 0) to it: not kept. Never a loop.
+    far = Broker("fast", cmd=[MIDGE, "broker"]) if runtime == "midge" else Broker(runtime)
+    conf = "connection edge\naddress 127.0.0.1:%d\ntopic x/# both 1\ntopic probe in 1\n"
+    m = harness.Mosquitto(extra=conf % far.port + ("" if private else "try_private false\n"))
+    try:
+        m.start()
+        probe = _sub(m.port, "probe")
+        rp = Paho(far.port)
+
+        def bridged():  # the bridge has subscribed on midge
+            rp.c.publish("probe", b"", 1).wait_for_publish(5)
+            return not probe.msgs.empty() or _until(lambda: not probe.msgs.empty(), 0.2)
+
+        assert _until(bridged, 10)
+        ms = _sub(m.port, "x/#")
+        rs = _sub(far.port, "x/#")
+        mp = Paho(m.port)
+        mp.c.publish("x/up", b"u", 1).wait_for_publish(5)
+        assert _topics(rs, 1) == [("x/up", b"u", 1, False)]
+        assert _topics(ms, 2 - private) == [("x/up", b"u", 1, False)] * (2 - private)
+        rp.c.publish("x/down", b"d", 1).wait_for_publish(5)
+        assert _topics(ms, 1) == _topics(rs, 1) == [("x/down", b"d", 1, False)]
+        assert ms.none(0.5) and rs.none(0.1)  # nothing more: no loop
+        rp.c.publish("x/far", b"f", 1, retain=True).wait_for_publish(5)
+        mp.c.publish("x/near", b"n", 1, retain=True).wait_for_publish(5)
+        live = [("x/far", b"f", 1, False), ("x/near", b"n", 1, False)]
+        assert _topics(ms, 2 + (not private)) == sorted(live + [live[1]] * (not private))
+        assert _topics(rs, 2) == live
+        kept = [("x/far", b"f", 1, True), ("x/near", b"n", 1, True)]
+        assert _topics(_sub(m.port, "x/#"), 1 + private) == kept[not private :]
+        assert _topics(_sub(far.port, "x/#"), 2) == kept
+        for p in (probe, rp, ms, rs, mp):
+            p.stop()
+    finally:
+        m.stop()
+        assert_clean(far.kill())
