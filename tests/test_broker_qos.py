@@ -262,3 +262,23 @@ def test_acks_complete_only_the_matching_qos_and_state():
     s.send(C.Ack(support.PUBCOMP, two.pid))
     s.send(C.Ack(support.PUBACK, one.pid))
     assert len(fl) == 0
+
+
+def test_publisher_ack_sent_before_routing_once_per_read():
+    # the driver's send_now hook: the ack of a read's last PUBLISH goes out before routing
+    b = broker_core.Broker({"sys_interval": 0})
+    s = Peer(b, "s")
+    connack(s)
+    s.sub("t", qos=1)
+    p = Peer(b, "p")
+    connack(p)
+    seen = []
+    b.send_now = lambda c: seen.append((c is p.c, b.take_output(c), s.c.outn))
+    p.send(C.Publish("t", b"1", 1, pid=5))
+    assert seen == [(True, C.encode(C.Ack(support.PUBACK, 5)), 0)]  # s has nothing yet
+    assert [m.payload for m in s.pubs()] == [b"1"]
+    seen = []
+    p.raw(C.encode(C.Publish("t", b"2", 1, pid=6)) + C.encode(C.Publish("t", b"3", 1, pid=7)))
+    acks = C.encode(C.Ack(support.PUBACK, 6)) + C.encode(C.Ack(support.PUBACK, 7))
+    assert len(seen) == 1 and seen[0][:2] == (True, acks) and seen[0][2] > 0  # one write
+    assert [m.payload for m in s.pubs()] == [b"2", b"3"]

@@ -1,7 +1,8 @@
 # The broker without I/O: sessions, routing, retained store, wills, keepalive, $SYS, limits.
 # A driver calls connect() per accepted socket, feed() with the bytes it read, closed() when
 # the socket is gone and tick() now and then; after each call it writes every connection in
-# take_pending(): conn.out holds the byte chunks to send, conn.closing says "close after".
+# take_pending(): conn.out holds the byte chunks to send, conn.closing says "close after"
+# (and, if it sets send_now, in between for a publisher's ack).
 # Time is always passed in (ms from compat.ticks_ms); nothing here touches a socket or clock.
 from collections import OrderedDict
 
@@ -80,6 +81,10 @@ class Core:
         # .session_gone(cid)
         self.store = None
         self.durable = False
+        # the driver's hook: send_now(c) writes c's output at once (the ack of the last
+        # PUBLISH of a read, before the message is routed: the publisher's round trip does
+        # not wait for the routing)
+        self.send_now = None
         # ticks values are only compared with ticks_diff and moved with ticks_add (a board's
         # counter wraps every 2**30 ms and its ticks_diff spans only half of that): long
         # spans (uptime, session expiry) are counted in whole seconds, t0 being the tick
@@ -215,6 +220,8 @@ class Core:
             if self.store is None:  # the ack goes out first: the sender's round trip is shorter
                 self._send(c, a)
                 a = None
+                if self.send_now is not None and not c.dec.pending():
+                    self.send_now(c)  # the read's last packet (else: one write for the batch)
         if self.auth and not self.auth.allowed(c.user, s.cid, topic, True):
             self.log(WARN, "%s: publish to %r denied by ACL" % (s.cid, topic))
         else:

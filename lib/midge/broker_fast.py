@@ -68,22 +68,27 @@ class Server:
         self.store = store
         # shared by every connection: each read is fed (copied into its decoder) at once
         self.rbuf = memoryview(bytearray(1 << 18))
+        core.send_now = self.write
+
+    def write(self, c):
+        """Write c's output (also the core's send_now hook)."""
+        tr = c.io
+        if tr is None:
+            return
+        core = self.core
+        data = core.take_output(c)
+        while data is not None:
+            tr.write(data)  # may call pause_writing: then c.backlog is set
+            data = None
+            if c.owed and not c.backlog:
+                core.resume(c)
+                data = core.take_output(c)
 
     def flush(self):
-        core = self.core
-        take = core.take_output
-        for c in core.take_pending():
+        for c in self.core.take_pending():
+            self.write(c)
             tr = c.io
-            if tr is None:
-                continue
-            data = take(c)
-            while data is not None:
-                tr.write(data)  # may call pause_writing: then c.backlog is set
-                data = None
-                if c.owed and not c.backlog:
-                    core.resume(c)
-                    data = take(c)
-            if c.closing is not None:
+            if tr is not None and c.closing is not None:
                 c.io = None
                 tr.close()  # after what is buffered; a peer that reads nothing: cut in 3 s
                 asyncio.get_running_loop().call_later(3, tr.abort)
