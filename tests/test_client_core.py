@@ -342,7 +342,7 @@ def test_subscribe_ids_stay_reserved_until_acked():
     sp = s.sub("a", 1)
     up = s.unsub("b")
     assert sent(s)[0].pid == sp
-    s._lastpid = sp - 1  # as after 65534 more ids: the counter comes round to them
+    s._pid = sp - 1  # as after 65534 more ids: the counter comes round to them
     pids = [s.put("t", b"%d" % i, 1) for i in range(3)]
     assert sp not in pids and up not in pids, (sp, up, pids)  # MQTT-2.3.1-2
     for p in sent(s):
@@ -351,7 +351,7 @@ def test_subscribe_ids_stay_reserved_until_acked():
         (support.SUBACK, sp),
         (support.UNSUBACK, up),
     ]
-    s._lastpid = sp - 1
+    s._pid = sp - 1
     assert [s.put("t", b"x", 1), s.put("t", b"y", 2)] == [sp, up]  # free again once acked
     # the SUBSCRIBE/UNSUBSCRIBE sent after a reconnect are reserved too
     s.sub("c", 0)
@@ -362,7 +362,7 @@ def test_subscribe_ids_stay_reserved_until_acked():
     feed(s, codec.Connack(False, 0))
     sub = sent(s)[0]
     assert sub.type == support.SUBSCRIBE
-    s._lastpid = sub.pid - 1
+    s._pid = sub.pid - 1
     assert s.put("t", b"z", 1) != sub.pid
 
 

@@ -69,7 +69,7 @@ class AsyncClient(Session):
                 % (self.server, self.port, str(e).strip() or "timed out")
             )
         try:  # no other task uses the stream yet: reading with a timeout is safe here
-            while self._wait:  # CONNECT sent, no CONNACK yet (end() stops it)
+            while self._wait:  # CONNECT sent, no CONNACK yet (end() stops it): _CONNACK
                 t = self.tick(ticks_ms())
                 try:
                     data = await asyncio.wait_for(self._r.read(1024), t / 1000)
@@ -187,9 +187,10 @@ class AsyncClient(Session):
         except (OSError, ValueError) as e:
             raise MQTTException("connection lost: %s" % str(e).strip())
 
-    async def _until(self, pid, timeout_ms):
-        # Wake the runner, then wait until packet pid is acknowledged (Session._left), or
-        # for pid -1 until what was put is written (or the link that would take it is gone).
+    async def _until(self, pid, timeout_ms, filt=None):
+        # Wake the runner, then wait until packet pid is acknowledged and return what
+        # Session._left says then; for pid -1 wait until what was put is written (or the
+        # link that would take it is gone).
         n = self._nw
         self._wake.set()
         await asyncio.sleep(0)  # always yield: a publish loop while offline must not starve
@@ -200,11 +201,12 @@ class AsyncClient(Session):
                     return
                 left = -1
             else:
-                left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
-                if not left:
-                    return
+                r = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0), filt)
+                if r is None or r >= 0:
+                    return r
                 if not self._up:
                     raise MQTTException("not connected")
+                left = -r
             self._ev.clear()
             await _wait(self._ev, left)
 
@@ -222,8 +224,7 @@ class AsyncClient(Session):
         """As Client.subscribe."""
         pid = self.sub(filt, qos, handler)
         if pid:
-            await self._until(pid, timeout_ms)
-            return self._granted(filt, pid)
+            return await self._until(pid, timeout_ms, filt)
 
     async def unsubscribe(self, filt, timeout_ms=10000):
         pid = self.unsub(filt)

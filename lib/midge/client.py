@@ -5,17 +5,9 @@
 import select
 import socket
 
+from midge import compat
 from midge.client_core import MQTTException as MQTTException
 from midge.client_core import Session
-from midge.compat import (
-    set_nodelay,
-    sleep_ms,
-    sock_readinto,
-    sock_setup,
-    sock_write,
-    ticks_diff,
-    ticks_ms,
-)
 
 
 class Client(Session):
@@ -25,7 +17,7 @@ class Client(Session):
     bufsize=256, backoff_min=500, backoff_max=30000); port 0 means 1883, or 8883 with ssl.
     See client_core.py for the rules."""
 
-    sock = _werr = None  # _werr: a write that failed, reported at the next step
+    sock = _werr = _pending = None  # _werr: a write that failed, reported at the next step
 
     def connect(self, timeout_ms=5000):
         """Open the link and wait for CONNACK; return session_present. Raises MQTTException
@@ -37,7 +29,7 @@ class Client(Session):
             s = self.sock = socket.socket(ai[0], ai[1], ai[2])
             s.settimeout(self.connect_timeout / 1000)
             s.connect(ai[-1])
-            set_nodelay(s)
+            compat.set_nodelay(s)
             if self.ssl:
                 from midge import tls
 
@@ -47,12 +39,13 @@ class Client(Session):
             raise MQTTException(
                 "cannot connect to %s:%d: %s" % (self.server, self.port, str(e).strip())
             )
-        sock_setup(s)
-        self._pending = getattr(s, "pending", None)  # an SSL socket's decrypted, unread bytes
+        compat.sock_setup(s)
+        if hasattr(s, "pending"):  # an SSL socket: how many decrypted bytes wait unread
+            self._pending = s.pending  # type: ignore[attr-defined]
         p = select.poll()
         p.register(s, 1)  # POLLIN
         self._ipoll = getattr(p, "ipoll", p.poll)  # ipoll allocates nothing
-        self.begin(ticks_ms())
+        self.begin(compat.ticks_ms())
         try:
             while not self.connected:
                 self._step(-1)
@@ -64,7 +57,8 @@ class Client(Session):
 
     def _close(self):
         s = self.sock
-        self._werr = None
+        if self._werr:
+            self._werr = None
         if s:
             self.sock = None
             try:
@@ -75,10 +69,10 @@ class Client(Session):
     def _out(self):
         if self._werr is None and self.sock:
             try:
-                sock_write(self.sock, self.out, self.nout)
+                compat.sock_write(self.sock, self.out, self.nout)
             except OSError as e:
                 self._werr = e
-        self.sent(ticks_ms())
+        self.sent(compat.ticks_ms())
 
     def _flush(self):
         if self.nout:
@@ -89,7 +83,7 @@ class Client(Session):
     def _step(self, timeout):
         # Send what is due, wait for input up to timeout ms (-1: until a timer is due), read
         # and handle it. Raises MQTTException when the link is broken.
-        t = self.tick(ticks_ms())
+        t = self.tick(compat.ticks_ms())
         self._flush()
         if t >= 0 and (timeout < 0 or t < timeout):
             timeout = t
@@ -99,14 +93,14 @@ class Client(Session):
             else:
                 return 0
         try:
-            n = sock_readinto(self.sock, self._dec.write_buffer())
+            n = compat.sock_readinto(self.sock, self._dec.write_buffer())
         except OSError as e:
             self._werr = e
             n = self._flush()  # raises
         if not n:
             raise MQTTException("broker closed the connection")
         self._dec.commit(n)
-        n = self.handle(ticks_ms())
+        n = self.handle(compat.ticks_ms())
         self._flush()
         return n
 
@@ -119,18 +113,18 @@ class Client(Session):
                 return self._step(timeout_ms)
             if not self._up:
                 raise MQTTException("not connected")
-            w = self.tick(ticks_ms())
+            w = self.tick(compat.ticks_ms())
             if 0 <= timeout_ms < w:
-                sleep_ms(timeout_ms)
+                compat.sleep_ms(timeout_ms)
                 return 0
-            sleep_ms(w)
+            compat.sleep_ms(w)
             self.reconnects += 1
             Client.connect(self, self.connect_timeout)
         except MQTTException as e:
             # The link broke: close it, remember why, and plan a reconnect (or re-raise).
             self._close()
             self.last_error = str(e)
-            self.lost(ticks_ms())
+            self.lost(compat.ticks_ms())
             if not (self.reconnect and self._up):
                 self._up = False
                 raise
@@ -141,15 +135,16 @@ class Client(Session):
         while self._up:
             self.loop(60000)
 
-    def _until(self, pid, timeout_ms):
-        # Send what is queued, then loop until packet pid is acknowledged (Session._left).
+    def _until(self, pid, timeout_ms, filt=None):
+        # Send what is queued, then loop until packet pid is acknowledged; return what
+        # Session._left says then.
         self.loop(0)
-        t0 = ticks_ms()
+        t0 = compat.ticks_ms()
         while True:
-            left = self._left(pid, timeout_ms, ticks_diff(ticks_ms(), t0))
-            if not left:
-                return
-            self.loop(left)
+            r = self._left(pid, timeout_ms, compat.ticks_diff(compat.ticks_ms(), t0), filt)
+            if r is None or r >= 0:
+                return r
+            self.loop(-r)
 
     def publish(self, topic, payload, qos=0, retain=False, wait=False, timeout_ms=30000):
         """Send a message; return its packet id (0 for QoS 0). It goes out at the next
@@ -175,8 +170,7 @@ class Client(Session):
         (MQTTException when the broker refuses); offline, returns None."""
         pid = self.sub(filt, qos, handler)
         if pid:
-            self._until(pid, timeout_ms)
-            return self._granted(filt, pid)
+            return self._until(pid, timeout_ms, filt)
 
     def unsubscribe(self, filt, timeout_ms=10000):
         pid = self.unsub(filt)

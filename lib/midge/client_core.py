@@ -13,6 +13,9 @@
 # ids, encoded topics, payloads. The first `_sent` of them are on the wire (at most
 # max_inflight). Entries hold the caller's immutable topic/payload (a bytearray payload is
 # copied), so publishing allocates nothing on MicroPython.
+#
+# Small on purpose (a board loads it into its heap): private names are short, small steps
+# are not methods of their own, and state that rarely changes lives in the class.
 import random
 
 from midge import codec, topics
@@ -21,10 +24,8 @@ from midge.compat import const, ticks_add, ticks_diff
 # packet types (codec's numbers, folded into the bytecode here)
 _CONNACK = const(2)
 _PUBLISH = const(3)
-_PUBACK = const(4)
 _PUBREC = const(5)
 _PUBREL = const(6)
-_PUBCOMP = const(7)
 _SUBACK = const(9)
 _UNSUBACK = const(11)
 _PINGRESP = const(13)
@@ -43,8 +44,16 @@ class MQTTException(OSError):
     """
 
 
-def _str(s):
-    return s if isinstance(s, str) else str(s, "utf-8")
+def _str(s, filt=False):
+    # A topic (or filter) as a checked str (bytes are taken as UTF-8).
+    s = s if isinstance(s, str) else str(s, "utf-8")
+    (topics.check_filter if filt else topics.check_topic)(s)
+    return s
+
+
+def _qos(q):
+    if not 0 <= q <= 2:
+        raise ValueError("QoS must be 0, 1 or 2")
 
 
 class Session:
@@ -52,16 +61,17 @@ class Session:
     subscriptions, keepalive and reconnect timing; where to connect, for the drivers
     (port 0: 1883, or 8883 with ssl)."""
 
-    # State kept in the class until an instance changes it (a smaller instance dict).
-    will = callback = last_error = None  # last_error: why the link last broke (str)
-    connect_timeout = 5000
-    # connected: CONNACK came and the link is up; _wait: CONNECT sent, no CONNACK yet;
-    # _up: between a driver's connect() and disconnect()
-    connected = session_present = _wait = _up = _ping = False
-    nout = dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
-    _n = _sent = _qb = _lastpid = _tries = _retry_at = _rx = _tx = 0
+    # State that is often left as it is lives in the class until an instance changes it
+    # (the instance dict stays smaller); what every connection sets is in __init__.
+    will = callback = last_error = ssl = ssl_params = None  # last_error: why the link broke
+    dropped = reconnects = 0  # dropped: QoS 0 messages dropped from a full offline queue
+    # _n: messages queued, _qb: their bytes, _pid: the last packet id given, _at: when to
+    # reconnect
+    _n = _qb = _pid = _at = 0
     _ack = _lt = None  # the last SUBACK/UNSUBACK; the last topic published,
     _ltb = b""  # and its checked encoding
+    _unsubs = ()  # filters unsubscribed offline or not acknowledged yet
+    _acks = ()  # ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
     proto = 4  # the CONNECT's protocol level (a Mosquitto-style bridge sets 0x84)
 
     def __init__(
@@ -83,33 +93,37 @@ class Session:
         backoff_min=500,
         backoff_max=30000,
     ):
+        # connected: CONNACK came and the link is up; _up: between a driver's connect()
+        # and disconnect(); _wait: what the link waits for: _CONNACK (CONNECT sent),
+        # _PINGRESP (PINGREQ sent) or nothing (0); _rx/_tx: when a packet last came/went;
+        # _try: failed connects in a row; _sent: queued messages on the wire
+        self.connected = self.session_present = self._up = False
+        self.nout = self._wait = self._rx = self._tx = self._try = self._sent = 0
+        self.connect_timeout = 5000
         self.client_id = client_id
         self.server = server
+        self.port = port or (8883 if ssl else 1883)
         self.user = user
         self.password = password
         self.keepalive = keepalive
         self.clean_session = clean_session
-        self.ssl = ssl
-        self.ssl_params = ssl_params or {}
+        if ssl:
+            self.ssl = ssl
+            self.ssl_params = ssl_params
         self.reconnect = reconnect
         self.max_inflight = max_inflight
         self.queue_bytes = queue_bytes
-        self.backoff_min = backoff_min
-        self.backoff_max = backoff_max
         self.bufsize = bufsize
-        self.port = port or (8883 if ssl else 1883)
+        self._bo = (backoff_min, backoff_max)
         self.out = bytearray(bufsize)
         self.subs = []  # [filter, qos, handler, sent] in subscription order
-        self._unsubs = []  # filters unsubscribed offline or not acknowledged yet
-        self._qos2_in = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
-        self._acks = []  # ids of this link's SUBSCRIBE/UNSUBSCRIBE waiting for their ack
+        self._in2 = []  # packet ids of QoS 2 messages delivered, waiting for PUBREL
         # the queue: states, packet ids, encoded topics, payloads (None past the end)
         e = [None] * queue_count  # type: list
         self._q = (e, e[:], e[:], e[:])
 
     def set_will(self, topic, payload, qos=0, retain=False):
-        topics.check_topic(_str(topic))
-        self.will = (topic, payload, qos, retain)
+        self.will = (_str(topic), payload, qos, retain)
 
     def set_callback(self, fn):
         """fn(topic, payload, msg) for messages no per-filter handler took."""
@@ -119,12 +133,13 @@ class Session:
 
     def begin(self, now):
         """Start a connection (the transport is open): CONNECT goes into the output."""
-        self._dec = codec.Decoder(bufsize=self.bufsize, reuse=True)
+        self._dec = codec.Decoder(0, True, self.bufsize, True)
         self.nout = 0
-        self.connected = self._ping = False
-        self._wait = True
+        self.connected = False
+        self._wait = _CONNACK
         self._rx = self._tx = now  # _rx: when CONNECT went, until CONNACK
-        self._append(
+        w = self.will or (None, None, 0, False)
+        self._add(
             codec.encode(
                 codec.Connect(
                     self.client_id,
@@ -132,7 +147,7 @@ class Session:
                     self.keepalive,
                     self.user,
                     self.password,
-                    *(self.will or (None, None, 0, False)),
+                    *w,
                     self.proto,
                 )
             )
@@ -144,39 +159,37 @@ class Session:
         c = self.connected
         n = self.nout
         self.lost(0)
-        self._retry_at = None
+        self._at = None
         if c:
             self.nout = n
-            self._append(codec.DISCONNECT_BYTES)
+            self._add(b"\xe0\x00")  # DISCONNECT
 
     def lost(self, now):
         """The transport broke: forget the connection, plan the next attempt (backoff with
         jitter); the queue, in-flight messages and subscriptions stay."""
-        self.connected = self._wait = False
-        self.nout = self._sent = 0
+        self.connected = False
+        self.nout = self._sent = self._wait = 0
         if self._acks:  # a (UN)SUBSCRIBE may not have reached the broker: all go again
             for s in self.subs:
                 s[3] = False
-            self._acks = []
-        d = min(self.backoff_max, self.backoff_min << min(self._tries, 16)) // 2
-        self._tries += 1
-        self._retry_at = ticks_add(now, d + random.getrandbits(16) * d // 65535)
+            self._acks = ()
+        lo, hi = self._bo
+        d = min(hi, lo << min(self._try, 16)) // 2
+        self._try += 1
+        self._at = ticks_add(now, d + random.getrandbits(16) * d // 65535)
 
     def tick(self, now):
         """Run the timers: PINGREQ when idle, MQTTException when CONNACK or the broker is
         overdue. Returns ms until the next timer is due (-1: none); disconnected, ms until
         the next reconnect attempt is due (0: now; -1: none planned)."""
         rx = ticks_diff(now, self._rx)
-        if self._wait:
-            t = self.connect_timeout - rx
-            if t <= 0:
-                raise MQTTException(
-                    "timed out waiting for CONNACK after %d s" % (self.connect_timeout // 1000)
-                )
-            return t
+        if self._wait == _CONNACK:
+            t = self.connect_timeout
+            if rx >= t:
+                raise MQTTException("timed out waiting for CONNACK after %d s" % (t // 1000))
+            return t - rx
         if not self.connected:
-            r = self._retry_at
-            return -1 if r is None else max(0, ticks_diff(r, now))
+            return -1 if self._at is None else max(0, ticks_diff(self._at, now))
         ka = self.keepalive * 1000
         if not ka:
             return -1
@@ -185,7 +198,7 @@ class Session:
             raise MQTTException(
                 "no answer from the broker for %d s (keepalive %d s)" % (rx // 1000, ka // 1000)
             )
-        if not self._ping:
+        if not self._wait:  # no PINGREQ unanswered
             t = ka - max(rx, ticks_diff(now, self._tx))
             if t > 0:
                 return min(t, dead)
@@ -193,8 +206,8 @@ class Session:
         return dead
 
     def ping(self):
-        self._append(codec.PINGREQ_BYTES)
-        self._ping = True
+        self._add(b"\xc0\x00")  # PINGREQ
+        self._wait = _PINGRESP
 
     def sent(self, now):
         """out[:nout] was written."""
@@ -224,66 +237,65 @@ class Session:
             except codec.MQTTError as e:
                 raise MQTTException("malformed packet from the broker: " + e.reason)
             if p is None:
-                return None
+                return
             self._rx = now
             t = p.type
-            if t == _CONNACK and self._wait:
+            if t == _CONNACK and self._wait == t:
                 rc = p.return_code
                 if rc:  # 1..5 (MQTT 3.1.1 table 3.1; the codec refuses others)
                     why = (
                         "unacceptable protocol version,identifier rejected,server unavailable,"
                         "bad username or password,not authorized"
-                    )
-                    raise MQTTException(
-                        "connection refused: %s (CONNACK %d)" % (why.split(",")[rc - 1], rc)
-                    )
+                    ).split(",")[rc - 1]
+                    raise MQTTException("connection refused: %s (CONNACK %d)" % (why, rc))
                 self.connected = True
-                self._wait = False
-                self._tries = 0
+                self._try = self._sent = self._wait = 0  # everything on the wire before goes again
                 sp = self.session_present = p.session_present
                 if not sp:
-                    self._qos2_in = []
+                    self._in2 = []
                 # UNSUBSCRIBE first: a filter subscribed again since goes below. The list
                 # stays until every SUBSCRIBE/UNSUBSCRIBE is acknowledged (see lost())
-                if sp and self._unsubs:
-                    self._req(codec.Unsubscribe, self._unsubs)
-                else:
-                    self._unsubs = []
+                if self._unsubs:
+                    if sp:
+                        self._req(self._unsubs)
+                    else:
+                        self._unsubs = ()
                 filters = []  # (a comprehension would make sp a cell: 32 B per call)
                 for s in self.subs:
                     if not (sp and s[3]):
                         filters.append((s[0], s[1]))
                     s[3] = True
                 if filters:
-                    self._req(codec.Subscribe, filters)
-                self._sent = 0  # everything on the wire before goes again, in order
+                    self._req(filters, True)
                 self._pump()
                 return p
             if not (self.connected and _EXPECTED >> t & 1):
                 raise MQTTException("unexpected packet type %d from the broker" % t)
             if t == _PINGRESP:
-                self._ping = False
+                self._wait = 0
                 continue
             pid = p.pid
-            ids = self._qos2_in
             if t == _PUBLISH:
-                if p.qos:
-                    self._pid(0x30 + 16 * p.qos, pid)  # PUBACK or PUBREC
-                if p.qos == 2:
-                    if pid in ids:
+                q = p.qos
+                if q:
+                    self._ack4(0x30 + 16 * q, pid)  # PUBACK or PUBREC
+                if q == 2:
+                    if pid in self._in2:
                         continue
-                    ids.append(pid)
+                    self._in2.append(pid)
                 return p
             if t == _PUBREL:
-                if pid in ids:
-                    ids.remove(pid)
-                self._pid(0x70, pid)
+                if pid in self._in2:
+                    self._in2.remove(pid)
+                self._ack4(0x70, pid)  # PUBCOMP
                 continue
             if t == _SUBACK or t == _UNSUBACK:
-                if pid in self._acks:
-                    self._acks.remove(pid)
-                    if not self._acks:
-                        self._unsubs = []
+                a = self._acks
+                if pid in a:
+                    i = a.index(pid)
+                    a = self._acks = a[:i] + a[i + 1 :]
+                    if not a:
+                        self._unsubs = ()
                 self._ack = p
                 return p
             # PUBACK, PUBREC or PUBCOMP: taken when a message in flight waits for it (QoS 1:
@@ -293,9 +305,9 @@ class Session:
             if k < self._sent and sts[k] & 22 == b"\x02\x04\x00\x14"[t - 4]:
                 if t == _PUBREC:
                     sts[k] |= _REL
-                    self._pid(0x62, pid)  # PUBREL
+                    self._ack4(0x62, pid)  # PUBREL
                 else:
-                    self._remove(k)
+                    self._rm(k)
                     self._pump()
                     return p
 
@@ -323,21 +335,18 @@ class Session:
                 if not self.connected:  # a handler called end(): the rest is not wanted
                     return n
 
-    def _left(self, pid, timeout, spent):
-        # A driver's wait for packet id pid after `spent` of `timeout` ms: ms left while it
-        # is pending, 0 when it is over; MQTTException when the time is up.
-        if not self.pending(pid):
-            return 0
-        if spent >= timeout:
-            raise MQTTException("no acknowledgement of packet %d after %d ms" % (pid, timeout))
-        return timeout - spent
-
-    def _granted(self, filt, pid):
-        # The QoS in the SUBACK for pid (None if none came); a refusal forgets the filter
-        # and raises.
+    def _left(self, pid, timeout, spent, filt=None):
+        # A driver's wait for packet id pid after `spent` of `timeout` ms: minus the ms left
+        # while it is pending (MQTTException when the time is up). Once it is over: for a
+        # SUBSCRIBE (filt) the granted QoS (a refusal forgets the filter and raises), None
+        # when no SUBACK came (the link broke: it goes again) or for other packets.
+        if self.pending(pid):
+            if spent >= timeout:
+                raise MQTTException("no acknowledgement of packet %d after %d ms" % (pid, timeout))
+            return spent - timeout
         a = self._ack
-        if a and a.pid == pid:
-            if a.codes[0] == 0x80:
+        if filt and a and a.pid == pid:
+            if a.codes[0] > 2:
                 self.forget(filt)
                 raise MQTTException("subscription to %r refused by the broker" % filt)
             return a.codes[0]
@@ -357,12 +366,12 @@ class Session:
                 self.out = new
         return i
 
-    def _append(self, data):
+    def _add(self, data):
         i = self._grow(len(data))
         self.nout = i + len(data)
         self.out[i : self.nout] = data
 
-    def _pid(self, b0, pid):
+    def _ack4(self, b0, pid):
         # A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP with first byte b0.
         i = self._grow(4)
         b = self.out
@@ -371,11 +380,6 @@ class Session:
         b[i + 2] = pid >> 8
         b[i + 3] = pid & 255
         self.nout = i + 4
-
-    def _emit(self, st, pid, tb, pay):
-        # PUBLISH with header flags st, appended to the output buffer.
-        i = self._grow(len(tb) + len(pay) + 9)
-        self.nout = codec.encode_publish(self.out, tb, pay, st >> 1 & 3, st & 1, st & 8, pid, i)
 
     def put(self, topic, payload, qos=0, retain=False):
         """Send or queue one message; return its packet id (0 for QoS 0).
@@ -388,44 +392,44 @@ class Session:
         """
         if topic != self._lt:
             s = _str(topic)
-            topics.check_topic(s)
             self._ltb = s.encode()
             self._lt = topic if isinstance(topic, (str, bytes)) else s
+        tb = self._ltb
         if isinstance(payload, str):
             payload = payload.encode()
         st = 1 if retain else 0
-        if not qos and self.connected:
-            self._emit(st, 0, self._ltb, payload)
-            return 0
-        if not 0 <= qos <= 2:
-            raise ValueError("QoS must be 0, 1 or 2")
-        if not isinstance(payload, bytes):
-            payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
-        size = len(self._ltb) + len(payload)
-        sts, pids, tbs, pls = self._q
-        while self._n >= len(sts) or self._qb + size > self.queue_bytes:
-            if 0 not in pids:  # no QoS 0 message (queued offline) to drop
-                if not qos:
-                    self.dropped += 1
-                    return 0
-                if self._n and self.connected:
-                    return -1
-                raise MQTTException(
-                    "publish queue full (%d messages, %d of %d bytes)"
-                    % (self._n, self._qb, self.queue_bytes)
-                )
-            self._remove(pids.index(0))  # the oldest goes first
-            self.dropped += 1
-        pid = self._newpid() if qos else 0
-        n = self._n
-        sts[n] = st | qos << 1
-        pids[n] = pid
-        tbs[n] = self._ltb
-        pls[n] = payload
-        self._n += 1
-        self._qb += size
-        self._pump()
-        return pid
+        if qos or not self.connected:
+            _qos(qos)
+            if not isinstance(payload, bytes):
+                payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
+            size = len(tb) + len(payload)
+            sts, pids, tbs, pls = self._q
+            while self._n >= len(sts) or self._qb + size > self.queue_bytes:
+                if 0 not in pids:  # no QoS 0 message (queued offline) to drop
+                    if not qos:
+                        self.dropped += 1
+                        return 0
+                    if self._n and self.connected:
+                        return -1
+                    raise MQTTException(
+                        "publish queue full (%d messages, %d of %d bytes)"
+                        % (self._n, self._qb, self.queue_bytes)
+                    )
+                self._rm(pids.index(0))  # the oldest goes first
+                self.dropped += 1
+            pid = self._newpid() if qos else 0
+            n = self._n
+            sts[n] = st | qos << 1
+            pids[n] = pid
+            tbs[n] = tb
+            pls[n] = payload
+            self._n += 1
+            self._qb += size
+            self._pump()
+            return pid
+        i = self._grow(len(tb) + len(payload) + 9)
+        self.nout = codec.encode_publish(self.out, tb, payload, 0, retain, False, 0, i)
+        return 0
 
     def pending(self, pid):
         """True while the message, SUBSCRIBE or UNSUBSCRIBE with this packet id waits for
@@ -443,23 +447,29 @@ class Session:
         while k < self._n and k < self.max_inflight and self.connected:
             st = sts[k]
             if st & _REL:
-                self._pid(0x62, pids[k])
+                self._ack4(0x62, pids[k])
             else:
-                self._emit(st, pids[k], tbs[k], pls[k])
+                tb = tbs[k]
+                pl = pls[k]
+                i = self._grow(len(tb) + len(pl) + 9)
+                self.nout = codec.encode_publish(
+                    self.out, tb, pl, st >> 1 & 3, st & 1, st & 8, pids[k], i
+                )
             if st & 6:
                 sts[k] = st | 8  # DUP if it ever goes again
                 k += 1
             else:
-                self._remove(k)  # a QoS 0 message queued offline: gone once written
+                self._rm(k)  # a QoS 0 message queued offline: gone once written
         self._sent = k
 
-    def _remove(self, k):
+    def _rm(self, k):
+        # Take entry k out of the queue (the lists keep their length and storage).
         q = self._q
         self._qb -= len(q[2][k]) + len(q[3][k])
         self._n -= 1
         for col in q:
             col.pop(k)
-            col.append(None)  # the lists keep their length (and storage: no allocation)
+            col.append(None)
         if k < self._sent:
             self._sent -= 1
 
@@ -467,37 +477,35 @@ class Session:
         # A packet id no message in the queue and no SUBSCRIBE/UNSUBSCRIBE waiting for its
         # ack holds (MQTT-2.3.1-2).
         while True:
-            p = self._lastpid % 65535 + 1
-            self._lastpid = p
+            p = self._pid = self._pid % 65535 + 1
             if not self.pending(p):
                 return p
 
     # ------------------------------------------------------------ subscriptions
 
-    def _req(self, cls, items):
-        # SUBSCRIBE or UNSUBSCRIBE into the output, its id reserved until the ack.
+    def _req(self, items, sub=False):
+        # SUBSCRIBE (items: (filter, qos) pairs) or UNSUBSCRIBE (filters) into the output,
+        # its id reserved until the ack.
         pid = self._newpid()
-        self._acks.append(pid)
-        self._append(codec.encode(cls(pid, items)))
+        self._acks += (pid,)
+        self._add(codec.encode((codec.Subscribe if sub else codec.Unsubscribe)(pid, items)))
         return pid
 
     def sub(self, filt, qos=0, handler=None):
         """Remember a subscription (it survives reconnects); when connected, SUBSCRIBE goes
         into the output and its packet id is returned (else 0)."""
-        filt = _str(filt)
-        topics.check_filter(filt)
-        if not 0 <= qos <= 2:
-            raise ValueError("QoS must be 0, 1 or 2")
+        filt = _str(filt, True)
+        _qos(qos)
         self.forget(filt)
         on = self.connected
         self.subs.append([filt, qos, handler, on])
-        return on and self._req(codec.Subscribe, [(filt, qos)])
+        return on and self._req([(filt, qos)], True)
 
     def unsub(self, filt):
         """Forget a subscription; UNSUBSCRIBE goes out now or after the next reconnect."""
         self.forget(filt)
-        self._unsubs.append(filt)  # until acknowledged: a lost link sends it again
-        return self.connected and self._req(codec.Unsubscribe, [filt])
+        self._unsubs += (filt,)  # until acknowledged: a lost link sends it again
+        return self.connected and self._req([filt])
 
     def forget(self, filt):
         """Drop a subscription record without telling the broker."""

@@ -5,7 +5,8 @@ from binascii import a2b_base64
 
 def args(c):
     """(SSLContext, server_hostname) for client c's `ssl`, `ssl_params` and `server`."""
-    return context(c.ssl, c.ssl_params), c.ssl_params.get("server_hostname", c.server)
+    p = c.ssl_params or {}
+    return context(c.ssl, p), p.get("server_hostname", c.server)
 
 
 def wrap(sock, c):
