@@ -214,6 +214,9 @@ class Bridge:
         self.routed = self.acked = False
         self.srv.flush()
         if broken:
+            # the QoS 2 messages that got no PUBREC come again as new ones: routed again
+            # (locally at least once now), never answered with a bare PUBREC meanwhile
+            self.client._in2 = []
             raise MQTTException("the local journal cannot be written: nothing acknowledged")
 
     def _route(self, m):
