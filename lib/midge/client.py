@@ -27,7 +27,7 @@ class Client(Session):
         try:
             ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
             s = self.sock = socket.socket(ai[0], ai[1], ai[2])
-            s.settimeout(self.connect_timeout / 1000)
+            s.settimeout(timeout_ms / 1000)
             s.connect(ai[-1])
             compat.set_nodelay(s)
             if self.ssl:

@@ -51,11 +51,6 @@ def _str(s, filt=False):
     return s
 
 
-def _qos(q):
-    if not 0 <= q <= 2:
-        raise ValueError("QoS must be 0, 1 or 2")
-
-
 class Session:
     """One client's MQTT state across connections: queue, in-flight window, QoS 2 ids,
     subscriptions, keepalive and reconnect timing; where to connect, for the drivers
@@ -353,9 +348,12 @@ class Session:
 
     # ------------------------------------------------------------ output
 
-    def _grow(self, n):
-        # Make room for n more output bytes; return the index to write at.
+    def _add(self, data, n=0):
+        # Append data to the output, or with n, make room for n more bytes; return the
+        # index it goes at.
         i = self.nout
+        if data:
+            n = len(data)
         if i + n > len(self.out):
             if i:
                 self._out()
@@ -364,16 +362,14 @@ class Session:
                 new = bytearray(i + n + self.bufsize)
                 new[0:i] = memoryview(self.out)[0:i]
                 self.out = new
+        if data:
+            self.nout = i + n
+            self.out[i : i + n] = data
         return i
-
-    def _add(self, data):
-        i = self._grow(len(data))
-        self.nout = i + len(data)
-        self.out[i : self.nout] = data
 
     def _ack4(self, b0, pid):
         # A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP with first byte b0.
-        i = self._grow(4)
+        i = self._add(None, 4)
         b = self.out
         b[i] = b0
         b[i + 1] = 2
@@ -399,7 +395,8 @@ class Session:
             payload = payload.encode()
         st = 1 if retain else 0
         if qos or not self.connected:
-            _qos(qos)
+            if not 0 <= qos <= 2:
+                raise ValueError("QoS must be 0, 1 or 2")
             if not isinstance(payload, bytes):
                 payload = bytes(payload)  # the queue keeps it: never a buffer the caller reuses
             size = len(tb) + len(payload)
@@ -427,7 +424,7 @@ class Session:
             self._qb += size
             self._pump()
             return pid
-        i = self._grow(len(tb) + len(payload) + 9)
+        i = self._add(None, len(tb) + len(payload) + 9)
         self.nout = codec.encode_publish(self.out, tb, payload, 0, retain, False, 0, i)
         return 0
 
@@ -451,7 +448,7 @@ class Session:
             else:
                 tb = tbs[k]
                 pl = pls[k]
-                i = self._grow(len(tb) + len(pl) + 9)
+                i = self._add(None, len(tb) + len(pl) + 9)
                 self.nout = codec.encode_publish(
                     self.out, tb, pl, st >> 1 & 3, st & 1, st & 8, pids[k], i
                 )
@@ -495,7 +492,8 @@ class Session:
         """Remember a subscription (it survives reconnects); when connected, SUBSCRIBE goes
         into the output and its packet id is returned (else 0)."""
         filt = _str(filt, True)
-        _qos(qos)
+        if not 0 <= qos <= 2:
+            raise ValueError("QoS must be 0, 1 or 2")
         self.forget(filt)
         on = self.connected
         self.subs.append([filt, qos, handler, on])
