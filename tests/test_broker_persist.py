@@ -284,6 +284,11 @@ class _FullDisk:
             raise OSError(28, "No space left on device")
         return n
 
+    def flush(self):  # what a buffered write left for later fails here
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        self.f.flush()
+
     def __getattr__(self, name):
         return getattr(self.f, name)
 
@@ -331,3 +336,21 @@ def test_disk_full_mid_record_then_space_again_loses_nothing_acknowledged():
     ]
     assert not any("moved to" in m or "cut short" in m for m in logs), logs
     b2.store.close(0)
+
+
+def test_stopping_while_the_disk_is_full_says_so_once():
+    path = tmpdir() + "/db"
+    logs = []
+    b = _broker(path, logs)
+    p = Peer(b, "p")
+    connack(p)
+    b.store.f = _FullDisk(b.store.f, 0)
+    persist.open = lambda name, mode: _FullDisk(open(name, mode), 0)  # a rewrite fails too
+    try:
+        p.send(C.Publish("r/1", b"one", 1, retain=True, pid=1))
+        b.store.sync()
+        assert p.recv() == []
+        b.store.close(0)  # Ctrl-C now: no exception out of the journal, the failure said once
+    finally:
+        del persist.open
+    assert len([m for m in logs if "cannot write" in m]) == 1, logs

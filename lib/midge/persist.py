@@ -279,8 +279,11 @@ class Store:
     def close(self, now):
         if self.f is not None:
             self.sync()
-            _fsync(self.f)
-            self.f.close()
+            try:
+                _fsync(self.f)
+                self.f.close()
+            except OSError as e:  # the disk is still full: said once (sync), no traceback
+                self._failed(e)
             self.f = None
 
     # ---- whole file
