@@ -308,12 +308,17 @@ def _while_full(b, p, logs):
     assert p.recv() == [] and len([m for m in logs if "cannot write" in m]) == 1, logs
 
 
-def test_disk_full_mid_record_then_space_again_loses_nothing_acknowledged():
+def _connected():
     path = tmpdir() + "/db"
     logs = []
     b = _broker(path, logs)
     p = Peer(b, "p")
     connack(p)
+    return path, logs, b, p
+
+
+def test_disk_full_mid_record_then_space_again_loses_nothing_acknowledged():
+    path, logs, b, p = _connected()
     p.send(C.Publish("r/1", b"one", 1, retain=True, pid=1))
     b.store.sync()
     assert p.recv() == [C.Ack(support.PUBACK, 1)]
@@ -339,11 +344,7 @@ def test_disk_full_mid_record_then_space_again_loses_nothing_acknowledged():
 
 
 def test_stopping_while_the_disk_is_full_says_so_once():
-    path = tmpdir() + "/db"
-    logs = []
-    b = _broker(path, logs)
-    p = Peer(b, "p")
-    connack(p)
+    _, logs, b, p = _connected()
     b.store.f = _FullDisk(b.store.f, 0)
     persist.open = lambda name, mode: _FullDisk(open(name, mode), 0)  # a rewrite fails too
     try:
