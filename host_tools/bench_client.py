@@ -308,12 +308,14 @@ def markdown(fig):
         "%d messages of 16 bytes to `sensors/drone01/altitude` per rate (umqtt.simple QoS 1: 200,"
         " it waits out Nagle on every PUBACK); midge QoS 1 keeps a window of 8 in flight;"
         " midge writes what a loop step produced in one write (QoS 0 rates include the"
-        " final flush). Heap figures on MicroPython 1.29 unix (64-bit), lib as .mpy files:"
-        ' "after connect" includes the code loaded into the heap (about twice the .mpy'
+        " final flush). Heap figures on MicroPython 1.29 unix (64-bit), counted from before"
+        " anything of midge is imported (compat and the package included), lib as .mpy"
+        ' files: "after connect" includes the code loaded into the heap (about twice the .mpy'
         " size); connect − import is the client's own state. In ROMFS (an image built with"
         " `mpremote romfs build`, what `mpremote romfs deploy` puts in a board's flash) the"
         " bytecode runs in place and the heap holds only the function, class and constant"
-        " objects (~120 B per method, ~100 B per function) and the state. Per received"
-        " message: the codec's decode of a 16-byte PUBLISH (the client adds none)." % fig["n"]
+        " objects (~60 B per method, ~80 B per function, ~260 B per class), the names not"
+        " built into the firmware, and the state. Per received message: the codec's decode"
+        " of a 16-byte PUBLISH (the client adds none)." % fig["n"]
     )
     return "\n".join(rows)

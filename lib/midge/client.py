@@ -66,25 +66,24 @@ class Client(Session):
             except OSError:
                 pass
 
-    def _out(self):
-        if self._werr is None and self.sock:
-            try:
-                compat.sock_write(self.sock, self.out, self.nout)
-            except OSError as e:
-                self._werr = e
-        self.sent(compat.ticks_ms())
-
-    def _flush(self):
+    def _out(self, check=False):
+        # Write out[:nout] (the Session calls this when the buffer is full). A failed write
+        # is kept in _werr; a call with check (the loop's) raises it as MQTTException.
         if self.nout:
-            self._out()
-        if self._werr is not None:
+            if self._werr is None and self.sock:
+                try:
+                    compat.sock_write(self.sock, self.out, self.nout)
+                except OSError as e:
+                    self._werr = e
+            self.sent(compat.ticks_ms())
+        if check and self._werr is not None:
             raise MQTTException("connection lost: %s" % self._werr)
 
     def _step(self, timeout):
         # Send what is due, wait for input up to timeout ms (-1: until a timer is due), read
         # and handle it. Raises MQTTException when the link is broken.
         t = self.tick(compat.ticks_ms())
-        self._flush()
+        self._out(True)
         if t >= 0 and (timeout < 0 or t < timeout):
             timeout = t
         if not (self._pending and self._pending()):
@@ -96,12 +95,12 @@ class Client(Session):
             n = compat.sock_readinto(self.sock, self._dec.write_buffer())
         except OSError as e:
             self._werr = e
-            n = self._flush()  # raises
+            n = self._out(True)  # raises
         if not n:
             raise MQTTException("broker closed the connection")
         self._dec.commit(n)
         n = self.handle(compat.ticks_ms())
-        self._flush()
+        self._out(True)
         return n
 
     def loop(self, timeout_ms=0):
@@ -182,7 +181,7 @@ class Client(Session):
         self._up = False
         self.end()
         try:
-            self._flush()
+            self._out(True)
         except MQTTException:
             pass
         self._close()

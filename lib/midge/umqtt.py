@@ -39,7 +39,7 @@ class MQTTClient(Client):
 
     def ping(self):
         Client.ping(self)
-        self._flush()  # written now; the PINGRESP is left for wait_msg()
+        self._out(True)  # written now; the PINGRESP is left for wait_msg()
 
     def subscribe(self, topic, qos=0):
         Client.subscribe(self, topic, qos)
