@@ -33,7 +33,7 @@ class Broker(Core):
         d = c.dec
         try:
             d.receive_data(data)
-            while not c.closing:
+            while not c.closing and d.pending():
                 p = d.next_packet()
                 if p is None:
                     break

@@ -1,7 +1,7 @@
 # Broker state objects: a message, a client's session and one network connection.
 # Kept apart from broker_core so that each module compiles in a small MicroPython heap.
 from midge import codec
-from midge.compat import const
+from midge.compat import MICROPYTHON, const
 
 WARN = const(1)  # log levels: always shown
 INFO = const(2)  # shown with -v
@@ -89,7 +89,9 @@ class Conn:
     def __init__(self, peer, local, now, max_packet):
         self.peer = peer  # the driver's address object: formatted only for a log line
         self.local = local  # peer is on loopback
-        self.dec = codec.Decoder(max_packet, True, 64)
+        # on CPython one PUBLISH and one ack object per connection, refilled by every decode
+        # (the core uses a packet before it decodes the next); a board keeps the 224 B of heap
+        self.dec = codec.Decoder(max_packet, True, 64, not MICROPYTHON)
         self.out = []
         self.sess = None
         self.user = None
@@ -153,6 +155,7 @@ class TopicIndex:
     def __init__(self):
         self._root = [{}, {}]
         self._count = 0
+        self._last = None  # (name, result) of the last match(): a topic often comes again
         self.visits = 0  # nodes looked at by match(): a cost figure for tests and benches
 
     def __len__(self):
@@ -160,6 +163,7 @@ class TopicIndex:
 
     def add(self, filt, key, qos):
         """Subscribe key to filt with qos; True when new, False when it replaced a QoS."""
+        self._last = None
         node = self._root
         for level in filt.split("/"):
             children = node[0]
@@ -176,6 +180,7 @@ class TopicIndex:
 
     def remove(self, filt, key):
         """Unsubscribe key from filt; True when it was subscribed. Empty branches are pruned."""
+        self._last = None
         path = []
         node = self._root
         for level in filt.split("/"):
@@ -196,9 +201,15 @@ class TopicIndex:
 
     def match(self, name, out=None):
         """Every key subscribed to a filter matching name, with the highest granted QoS of
-        its matching filters (overlapping subscriptions deliver once, section 3.3.5)."""
+        its matching filters (overlapping subscriptions deliver once, section 3.3.5). Without
+        out the dict may be the one returned for the same name before (until add or remove):
+        read it, do not change it."""
         if out is None:
+            last = self._last
+            if last is not None and last[0] == name:
+                return last[1]
             out = {}
+            self._last = (name, out)
         self._walk(self._root, name.split("/"), 0, out, name[:1] == "$")
         return out
 
