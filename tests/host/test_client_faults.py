@@ -261,7 +261,8 @@ def test_keepalive_expiry_on_a_stalled_link(driver, proxy):
 
 def test_keepalive_0_a_stalled_link_is_an_error(proxy):
     # No keepalive: the connect timeout bounds a write the broker does not take (a drain
-    # without a limit hung every later publish() and disconnect() for ever)
+    # without a limit hung every later publish() and disconnect() for ever). Without
+    # reconnect, run() raises why; publish() goes on queueing (a bridge reconnects itself)
     c = midge_client(proxy.port, SyncAsync, keepalive=0, reconnect=False)
     try:
         c.connect(1000)
@@ -273,6 +274,17 @@ def test_keepalive_0_a_stalled_link_is_an_error(proxy):
         with pytest.raises(MQTTException, match="nothing written for 1 s"):
             c._run(asyncio.wait_for(c.c.run(), 2))
         c._run(asyncio.wait_for(c.c.disconnect(), 2))
+    finally:
+        c.close()
+    # disconnect() while the runner waits on such a write
+    c = midge_client(proxy.port, SyncAsync, keepalive=0)
+    try:
+        c.connect(1000)
+        proxy.stall_at("up", PUBLISH)
+        c._run(asyncio.wait_for(c.c.publish("f/stall", b"x" * 4000000), 5))  # (written)
+        t0 = time.monotonic()
+        c._run(asyncio.wait_for(c.c.disconnect(), 3))
+        assert time.monotonic() - t0 < 3
     finally:
         c.close()
 
