@@ -10,18 +10,16 @@ INFO = const(2)  # shown with -v
 def _head(topic, plen, flags, qos):
     """Fixed header + topic of a PUBLISH (the packet id and payload follow)."""
     tb = topic.encode()
-    n = 2 + len(tb) + plen + (2 if qos else 0)
-    h = bytearray((0x30 | flags,))
-    while True:
-        b = n & 127
+    t = len(tb)
+    n = 2 + t + plen + (2 if qos else 0)
+    h = [0x30 | flags]
+    while n > 127:  # the remaining length, 7 bits a byte
+        h.append(n & 127 | 128)
         n >>= 7
-        h.append(b | 128 if n else b)
-        if not n:
-            break
-    h.append(len(tb) >> 8)
-    h.append(len(tb) & 255)
-    h += tb
-    return bytes(h)
+    h.append(n)
+    h.append(t >> 8)
+    h.append(t & 255)
+    return bytes(h) + tb
 
 
 def ack(b0, pid):
