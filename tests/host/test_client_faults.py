@@ -109,21 +109,14 @@ class SyncAsync:
         self._run(asyncio.sleep(ms / 1000))
 
     def disconnect(self):
+        """disconnect() (bounded: a hang fails the test), then the event loop closes."""
         if not self.aloop.is_closed():
-            self._run(self.c.disconnect())
-            self.close()
+            try:
+                self._run(asyncio.wait_for(self.c.disconnect(), 5))
+            finally:
+                self.aloop.close()
 
-    def close(self):
-        if self.aloop.is_closed():
-            return
-        t = self.c._task
-        if t is not None and not t.done():
-            self.c._up = False
-            t.cancel()
-        if t is not None:
-            self._run(asyncio.gather(t, return_exceptions=True))
-        self._run(self.c._close())
-        self.aloop.close()
+    close = disconnect
 
 
 @pytest.fixture(params=["blocking", "asyncio"])
@@ -138,10 +131,7 @@ def driver(request):
 
     yield make
     for c in made:
-        if isinstance(c, SyncAsync):
-            c.close()
-        else:
-            c._close()
+        c.disconnect()
 
 
 @pytest.mark.parametrize(
