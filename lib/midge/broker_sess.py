@@ -153,7 +153,6 @@ class TopicIndex:
     def __init__(self):
         self._root = [{}, {}]
         self._count = 0
-        self._last = None  # (name, result) of the last match(): a topic often comes again
         self.visits = 0  # nodes looked at by match(): a cost figure for tests and benches
 
     def __len__(self):
@@ -161,7 +160,6 @@ class TopicIndex:
 
     def add(self, filt, key, qos):
         """Subscribe key to filt with qos; True when new, False when it replaced a QoS."""
-        self._last = None
         node = self._root
         for level in filt.split("/"):
             children = node[0]
@@ -178,7 +176,6 @@ class TopicIndex:
 
     def remove(self, filt, key):
         """Unsubscribe key from filt; True when it was subscribed. Empty branches are pruned."""
-        self._last = None
         path = []
         node = self._root
         for level in filt.split("/"):
@@ -199,15 +196,9 @@ class TopicIndex:
 
     def match(self, name, out=None):
         """Every key subscribed to a filter matching name, with the highest granted QoS of
-        its matching filters (overlapping subscriptions deliver once, section 3.3.5). Without
-        out the dict may be the one returned for the same name before (until add or remove):
-        read it, do not change it."""
+        its matching filters (overlapping subscriptions deliver once, section 3.3.5)."""
         if out is None:
-            last = self._last
-            if last is not None and last[0] == name:
-                return last[1]
             out = {}
-            self._last = (name, out)
         self._walk(self._root, name.split("/"), 0, out, name[:1] == "$")
         return out
 
