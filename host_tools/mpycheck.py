@@ -39,12 +39,14 @@ def compile_file(path, out, arch=None, extra=()):
 
 
 def mpy_sizes(paths, extra=()):
-    """{relative path: .mpy bytes} for the bytecode target."""
+    """{relative path: .mpy bytes} for the bytecode target, each file named in its .mpy as
+    on a board (midge/codec.py), as the client bench compiles them."""
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "x.mpy")
         for p in paths:
-            rc, err = compile_file(p, out, extra=extra)
+            name = os.path.relpath(p, ROOT).split(os.sep, 1)[-1]
+            rc, err = compile_file(p, out, extra=tuple(extra) + ("-s", name))
             if rc:
                 raise RuntimeError("%s: %s" % (p, err))
             sizes[os.path.relpath(p, ROOT)] = os.path.getsize(out)
