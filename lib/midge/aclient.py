@@ -94,6 +94,13 @@ class AsyncClient(Session):
         self._ev.set()
         if self.nout:
             self._wake.set()
+        self.handled()
+
+    def handled(self):
+        # After each batch of received packets is handled, before the acknowledgements it
+        # produced are written: a subclass may make what the messages carried safe here (the
+        # broker's bridge puts it on disk); raising closes the link with them unwritten.
+        pass
 
     async def _read(self, r):
         # The reader task: bytes in, packets handled; an error ends it and wakes the runner.

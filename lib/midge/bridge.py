@@ -44,14 +44,13 @@ class Bridged(Broker):
 
 class _Link(AsyncClient):
     # The bridge's client. Its runner writes the acknowledgements of a batch of packets from
-    # the remote only after _got() returns: by then the bridge has put on the local disk
+    # the remote only after handled() returns: by then the bridge has put on the local disk
     # what they carried (or raised, and the link closes unacknowledged).
     def __init__(self, bridge, *args, **kw):
         AsyncClient.__init__(self, *args, **kw)
         self.bridge = bridge
 
-    def _got(self, data):
-        AsyncClient._got(self, data)
+    def handled(self):
         self.bridge._landed()
 
 
