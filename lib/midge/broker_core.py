@@ -253,10 +253,12 @@ class Core:
                         self.log(WARN, "max_retained_messages reached: %r not kept" % m.topic)
         mq = m.qos
         for s, q in self.index.match(m.topic).items():
-            if not s.br:
-                self._deliver(s, m, q if q < mq else mq, 0)
-            elif s.conn is not c or c is None:  # a bridge: not back to it, retain as published
-                self._deliver(s, m, q if q < mq else mq, 4 if m.retain else 0)
+            f = 0
+            if s.br:  # a bridge (level 0x84): not back to it, retain as published
+                if c is not None and s.conn is c:
+                    continue
+                f = 4 if m.retain else 0
+            self._deliver(s, m, q if q < mq else mq, f)
 
     def resume(self, c):
         """Send c the retained messages its SUBSCRIBE matched while its output has room; the

@@ -2,7 +2,8 @@
 
 It frames the MQTT packets flowing each way and can, at a chosen packet, cut the link
 (close both sockets, before or after forwarding that packet), stall it (stop forwarding,
-keep the sockets open) or answer that packet itself (a refusing broker). Every packet seen is recorded as (direction, type, dup, raw bytes).
+keep the sockets open) or answer that packet itself (a refusing broker). Every packet seen
+is recorded as (direction, type, dup, raw bytes).
 Directions: "up" (client to broker) and "down" (broker to client). CPython only (threads).
 """
 
