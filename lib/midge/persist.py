@@ -267,7 +267,8 @@ class Store:
         self.held = []
 
     def step(self, now):
-        """Once a second: anything written without an fsync gets one."""
+        """Append what changed and fsync anything written without one: the drivers call it
+        once a second, a bridge before it acknowledges what the remote sent."""
         self.sync()
         if self.unsynced and not self.broken:
             try:
